@@ -1,0 +1,50 @@
+# opclaim: `make demo` runs the whole study on a CPU; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+# CPU build from this machine's disk. GPU users: install your CUDA torch into .venv first
+# (`python3 -m venv .venv && .venv/bin/pip install torch --index-url <your CUDA wheel index>`);
+# setup keeps any torch that is already there.
+TORCH_SPEC ?= torch==2.13.0
+DEB_PACKAGES := slurm-wlm munge wordnet-base wordnet-sense-index chromium
+export HF_HUB_OFFLINE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(VENV)/.opclaim-python $(VENV)/.opclaim-system
+
+$(VENV)/.opclaim-python: setup.cfg pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q $(TORCH_SPEC)
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Debian packages (as root) and the nltk WordNet folder inside .venv.
+$(VENV)/.opclaim-system: $(VENV)/.opclaim-python
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  fi; \
+	else echo "not root: install $(DEB_PACKAGES) yourself for METEOR, SLURM and browser tests"; fi
+	$(VPY) -m opclaim.wordnet --out $(VENV)/nltk_data
+	touch $@
+
+demo: setup
+	$(VPY) -m opclaim.demo --config demo.yaml
+
+test: setup
+	@set +e; $(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected"; exit 1; fi; exit $$rc
+
+bench: setup
+	$(VPY) -m bench
+
+lint: setup
+	$(VPY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

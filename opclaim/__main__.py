@@ -1,0 +1,5 @@
+import sys
+
+from opclaim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI verb groups owned by the core (data, models, bundle)."""
