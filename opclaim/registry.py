@@ -116,9 +116,8 @@ def build_tiny_phi3(out: str | Path, *, seed: int = 0, vocab_size: int = 2048, h
     bpe.add_special_tokens([AddedToken(t, special=True, normalized=False, lstrip=False, rstrip=False)
                             for t in PHI3_SPECIAL])
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="<|endoftext|>",
-                                  unk_token="<unk>", pad_token="<|endoftext|>")
-    tok.chat_template = PHI3_CHAT_TEMPLATE
-    tok.padding_side = "left"
+                                  unk_token="<unk>", pad_token="<|endoftext|>",
+                                  padding_side="left", chat_template=PHI3_CHAT_TEMPLATE)
     tok.save_pretrained(out)
 
     torch.manual_seed(seed)

@@ -119,7 +119,8 @@ def end_of_claim(fmt: PromptFormat | str, tokenizer=None) -> str:
     msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}]
     full = tokenizer.apply_chat_template(msgs, tokenize=False)
     tail = full.split(probe, 1)[1] if probe in full else ""
-    stop = tail.strip("\n") or (tokenizer.eos_token or "")
+    # First line only: templates may append eos after the turn (Phi-3's does when not generating).
+    stop = tail.lstrip("\n").split("\n", 1)[0].strip() or (tokenizer.eos_token or "")
     if not stop:
         raise InputError("cannot find the chat template's end-of-turn text or an eos token")
     return stop
