@@ -48,15 +48,29 @@ def check_model_dir(path: str | Path, *, need_weights: bool = True) -> Path:
         conf = json.loads(cfg.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"unreadable config.json ({e})", file=cfg) from None
-    if "auto_map" in conf:
-        raise InputError("config.json has 'auto_map' (remote code); refused: trust_remote_code is off",
-                         file=cfg, field="auto_map")
+    reason = remote_code_reason(conf)
+    if reason:
+        raise InputError(reason, file=cfg, field="auto_map")
     if need_weights and not list(p.glob("*.safetensors")):
         pickled = [f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES]
         why = (f"only pickled weights ({', '.join(sorted(pickled))}); refused: safetensors only"
                if pickled else "no *.safetensors weights")
         raise InputError(why, file=p)
     return p
+
+
+def remote_code_reason(conf: dict) -> str | None:
+    """Why a config needs remote code, or None. A config with `auto_map` whose model_type
+    transformers implements natively (Phi-3-mini-128k-instruct's does) loads the native class:
+    with trust_remote_code=False the shipped Python files are never run."""
+    if "auto_map" not in conf:
+        return None
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if conf.get("model_type") in CONFIG_MAPPING_NAMES:
+        return None
+    return (f"config.json has 'auto_map' and model_type {conf.get('model_type')!r} is not built into "
+            "transformers: it needs remote code; refused (trust_remote_code is off)")
 
 
 def load_tokenizer(path: str | Path):

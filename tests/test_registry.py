@@ -45,9 +45,24 @@ def test_refuses_pickle_only_and_remote_code(tmp_path, tiny_phi3_dir):
     remote.mkdir()
     cfg = json.loads((tiny_phi3_dir / "config.json").read_text())
     cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_x.X"}
+    cfg["model_type"] = "my_custom_lm"
     (remote / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match="remote code"):
         registry.check_model_dir(remote)
+
+
+def test_native_model_type_with_auto_map_loads_native_class(tmp_path, tiny_phi3_dir):
+    """Phi-3-mini-128k-instruct's config carries auto_map; transformers implements phi3 natively,
+    so the folder is accepted and the shipped Python is never run."""
+    import shutil
+
+    folder = tmp_path / "phi3-like"
+    shutil.copytree(tiny_phi3_dir, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "modeling_phi3.py").write_text("raise SystemExit('remote code ran')\n")
+    assert type(registry.load_model(folder)).__module__.startswith("transformers.models.phi3")
     with pytest.raises(InputError, match="not found"):
         registry.check_model_dir(tmp_path / "nope")
 
