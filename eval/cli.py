@@ -1,0 +1,149 @@
+"""`opclaim extract` and `opclaim eval` (DESIGN.md "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from opclaim.cli import verb
+from opclaim.errors import InputError
+
+EXTRACT_EXAMPLES = """
+opclaim extract < output.txt
+opclaim extract output.txt
+"""
+EVAL_EXAMPLES = """
+opclaim eval --predictions preds.jsonl --gold test.jsonl --out runs/eval
+opclaim eval --predictions base=base.jsonl --predictions rag=rag.jsonl --predictions finetuned=ft.jsonl --gold test.jsonl --out runs/compare --gpu-hour-cost 2.50
+opclaim eval --gold val=val.jsonl --gold test=test.jsonl --gold terse=terse.jsonl --predictions val/finetuned=pv.jsonl --predictions test/finetuned=pt.jsonl --predictions terse/finetuned=px.jsonl --out runs/generalisation
+"""
+
+
+def register(subs) -> None:
+    p = verb(subs, "extract", "Extract ICD-10-CM, CPT and CPT-MOD codes from one raw model output "
+             "(stdin or FILE) and print them as JSON.", EXTRACT_EXAMPLES, run_extract)
+    p.add_argument("file", nargs="?", type=Path, help="a text file (default: standard input)")
+
+    p = verb(subs, "eval", "Score predictions against gold claims: metrics.json, report.html and "
+             "the cases.csv worklist in --out.", EVAL_EXAMPLES, main)
+    p.add_argument("--predictions", action="append", required=True, metavar="[LABEL=]FILE",
+                   help="predictions JSONL; LABEL is CONFIG, or GOLD/CONFIG with several --gold. "
+                        "Unlabelled: records are grouped by their own 'config' field. Repeatable.")
+    p.add_argument("--gold", action="append", required=True, metavar="[NAME=]FILE",
+                   help="gold cases JSONL (NAME defaults to the file's stem). Repeatable.")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--icd-ref", type=Path, help="ICD-10-CM reference list (default: CMS billable codes)")
+    p.add_argument("--cpt-ref", type=Path, help="CPT reference list (default: synthetic catalog + gold codes)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gpu-hour-cost", type=float, help="price of one GPU hour, for cost per 1,000 cases")
+    p.add_argument("--title", default="opclaim evaluation", help="report title")
+    p.add_argument("--report-cases", type=int, default=100, metavar="N",
+                   help="worst cases per gold set shown in the report's coder section")
+    p.add_argument("--workers", type=int, help="processes for ROUGE/METEOR (default: all cores)")
+
+
+def run_extract(args) -> int:
+    from eval.extract import extract_codes
+
+    if args.file:
+        if not args.file.is_file():
+            raise InputError("file not found", file=args.file)
+        data = args.file.read_bytes()
+    else:
+        data = sys.stdin.buffer.read()
+    print(json.dumps(extract_codes(data)))
+    return 0
+
+
+def _split_label(value: str) -> tuple[str | None, Path]:
+    """'name=path' -> (name, path); a value that is itself an existing file has no label."""
+    if "=" in value and not Path(value).exists():
+        name, _, path = value.partition("=")
+        if not name.strip() or not path:
+            raise InputError(f"expected LABEL=FILE, got {value!r}", field="--predictions/--gold")
+        return name.strip(), Path(path)
+    return None, Path(value)
+
+
+def main(args) -> int:
+    from eval import metrics, report, worklist
+    from opclaim.io import atomic_write
+
+    if args.bootstrap < 0:
+        raise InputError("must be >= 0", field="--bootstrap")
+    if args.gpu_hour_cost is not None and args.gpu_hour_cost < 0:
+        raise InputError("must be >= 0", field="--gpu-hour-cost")
+    # -- gold sets
+    golds: dict[str, list] = {}
+    gold_files: dict[str, str] = {}
+    for value in args.gold:
+        name, path = _split_label(value)
+        name = name or path.stem
+        if name in golds:
+            raise InputError(f"gold set name {name!r} given twice", field="--gold")
+        golds[name] = metrics.read_gold(path)
+        gold_files[name] = path.name
+    # -- predictions: (gold name, config, {id: Prediction})
+    staged: list[tuple[str, str, dict]] = []
+    seen: set[tuple[str, str]] = set()
+    for value in args.predictions:
+        label, path = _split_label(value)
+        gname, cfg = _resolve(label, golds, value)
+        ids = {c.id for c in golds[gname]}
+        groups = metrics.read_predictions(path, ids, cfg)
+        for config, preds in groups.items():
+            if (gname, config) in seen:
+                raise InputError(f"configuration {config!r} on gold {gname!r} given twice", file=path,
+                                 field="--predictions")
+            seen.add((gname, config))
+            staged.append((gname, config, preds))
+    refs = metrics.load_references([c for cs in golds.values() for c in cs], args.icd_ref, args.cpt_ref)
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    # metrics.json is written last: its presence marks a complete run, so drop a stale one first.
+    (out / "metrics.json").unlink(missing_ok=True)
+    runs = metrics.evaluate(golds, staged, refs, n_boot=args.bootstrap, seed=args.seed,
+                            gpu_hour_cost=args.gpu_hour_cost, workers=args.workers)
+    worklist.write(out / "cases.csv", runs, refs)
+    report.write(out / "report.html", runs, refs, title=args.title, n_boot=args.bootstrap, seed=args.seed,
+                 max_cases=args.report_cases)
+    doc = {"schema": "opclaim.eval/1",
+           "gold_sets": {g: {"file": gold_files[g], "n_cases": len(cs)} for g, cs in golds.items()},
+           "configs": {r.label: r.block for r in runs},
+           "references": refs.describe(), "conventions": metrics.CONVENTIONS,
+           "bootstrap": {"n": args.bootstrap, "seed": args.seed, "percentiles": [2.5, 97.5]}}
+    if len(runs) == 1:  # a single configuration: its block is also at the top level
+        doc = {**runs[0].block, **doc}
+    with atomic_write(out / "metrics.json") as fh:
+        json.dump(doc, fh, indent=1, ensure_ascii=False)
+    for r in runs:
+        b = r.block
+        sys.stderr.write(f"{r.label}: {b['n_cases']} cases ({b['n_missing_predictions']} missing) · "
+                         f"F1 ICD {b['icd10']['f1']:.3f} CPT {b['cpt']['f1']:.3f} MOD {b['modifier']['f1']:.3f}\n")
+    sys.stderr.write(f"wrote {out}/metrics.json, report.html, cases.csv\n")
+    return 0
+
+
+def _resolve(label: str | None, golds: dict, value: str) -> tuple[str, str | None]:
+    """Which gold set and configuration a --predictions value belongs to."""
+    names = list(golds)
+    if label is None:
+        if len(names) > 1:
+            raise InputError(f"with several --gold sets, label predictions as GOLD/CONFIG=FILE (got {value!r})",
+                             field="--predictions")
+        return names[0], None
+    if "/" in label:
+        gname, _, cfg = label.partition("/")
+        if gname not in golds:
+            raise InputError(f"unknown gold set {gname!r} (known: {', '.join(names)})", field="--predictions")
+        if not cfg:
+            raise InputError(f"empty configuration name in {value!r}", field="--predictions")
+        return gname, cfg
+    if len(names) > 1:
+        raise InputError(f"with several --gold sets, label predictions as GOLD/CONFIG=FILE (got {value!r})",
+                         field="--predictions")
+    return names[0], label
