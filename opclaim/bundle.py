@@ -134,9 +134,13 @@ def _refuse_remote_code(path: Path) -> None:
         conf = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"unreadable JSON ({type(e).__name__})", file=path) from None
-    if isinstance(conf, dict) and "auto_map" in conf:
-        raise BundleError("'auto_map' means remote code; refused (trust_remote_code is off)",
-                          file=path, field="auto_map")
+    from opclaim.registry import remote_code_reason
+
+    # auto_map is fine only where transformers has the class built in (Phi-3-mini-128k's config);
+    # *.py files are never copied, so a bundle cannot carry remote code either way.
+    reason = remote_code_reason(conf) if isinstance(conf, dict) else None
+    if reason:
+        raise BundleError(reason.replace("config.json", path.name, 1), file=path, field="auto_map")
 
 
 def create(model_dir: str | Path, key: str | Path, out: str | Path, adapter: str | Path | None = None) -> Path:

@@ -76,7 +76,8 @@ def _data_summary(run: dict) -> list[str]:
     if not isinstance(data, dict):
         return ["- not recorded"]
     lines = []
-    splits = [(k, v) for k, v in data.items() if isinstance(v, dict) and ("n" in v or "count" in v)]
+    splits = [(k, v) for k, v in data.items()
+              if isinstance(v, dict) and any(c in v for c in ("n", "count", "cases", "n_cases"))]
     for key, value in (data.items() if not splits else splits):
         if isinstance(value, dict):
             lines += _summary_lines(value, prefix=f"{key}: ")
@@ -167,11 +168,12 @@ def _metrics_section(metrics_path: Path | None) -> str:
 
 
 def render_model_card(run: dict, metrics_path: Path | None = None, name: str = "opclaim model") -> str:
-    losses = run.get("losses") or run.get("loss_history") or []
     final = ""
-    if isinstance(losses, list) and losses:
-        last = losses[-1]
-        final = f"\n\nFinal training loss: {_fmt(last.get('loss') if isinstance(last, dict) else last)}"
+    for key, label in (("final_train_loss", "training"), ("final_val_loss", "validation")):
+        if isinstance(run.get(key), (int, float)):
+            final += f"\n\nFinal {label} loss: {_fmt(run[key])}"
+    if isinstance(run.get("global_step"), int):
+        final += f" (after {run['global_step']} steps, world size {run.get('world_size', 1)})"
     prompt = _first(run, "prompt_format", "format", "template", default="not recorded")
     return f"""---
 library_name: transformers
