@@ -1,0 +1,43 @@
+"""Synthetic operative notes with the claims a coder would derive from them.
+
+    from opclaim.synth import generate_cases
+    cases = generate_cases(1000, seed=0, style="terse")
+
+Real notes are PHI and never ship, so demos, tests and benchmarks run on this corpus. Each case
+is drawn as facts (scenario.py), written by one of two independent writers (dictation.py,
+terse.py), and coded from the same facts (scenario.code_claim). Deterministic by seed: only a
+local `random.Random` is used.
+"""
+
+from __future__ import annotations
+
+import random
+
+from opclaim.claim import Case
+from opclaim.synth import dictation, scenario, terse
+
+STYLES = {"dictation": dictation.write, "terse": terse.write}
+LENGTHS = ("real", "short")
+
+
+def generate_cases(n: int, seed: int = 0, style: str = "dictation", length: str = "real",
+                   id_prefix: str = "c") -> list[Case]:
+    """`n` cases; `length="short"` keeps every section but trims narrative (fast CPU demos)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose from {sorted(STYLES)}")
+    if length not in LENGTHS:
+        raise ValueError(f"unknown length {length!r}; choose from {LENGTHS}")
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    write = STYLES[style]
+    rng = random.Random(f"opclaim-synth/{seed}/{style}/{length}")
+    cases = []
+    for i in range(n):
+        s = scenario.draw(rng, f"{id_prefix}{i:06d}", length)
+        note = write(rng, s)
+        cases.append(Case(id=s.id, note=note, claim=scenario.code_claim(s), date=s.date,
+                          service=s.service, style=style))
+    return cases
+
+
+__all__ = ["generate_cases", "STYLES", "LENGTHS"]
