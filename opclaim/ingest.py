@@ -85,13 +85,24 @@ def _bad_bytes_field(row: dict) -> str | None:
     return None
 
 
+def _bad_json_field(raw: bytes) -> str | None:
+    """The top-level field holding undecodable bytes, when the line is otherwise valid JSON."""
+    try:
+        obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    return _bad_bytes_field({k: json.dumps(v, ensure_ascii=False) for k, v in obj.items()})
+
+
 def read_jsonl(path: Path):
     with path.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield RawRecord(n, None, (f"bytes that are not UTF-8 at offset {e.start}", None))
+                yield RawRecord(n, None, (f"bytes that are not UTF-8 at offset {e.start}", _bad_json_field(raw)))
                 continue
             if not text.strip():
                 continue
@@ -114,8 +125,10 @@ def read_csv(path: Path):
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames:
         raise InputError("CSV has no header row", file=path, line=1)
+    end = reader.line_num  # the header's last line
     for row in reader:
-        n = reader.line_num
+        # Report the line a row starts on (quoted cells may span lines).
+        n, end = end + 1, reader.line_num
         if None in row:
             yield RawRecord(n, None, ("row has more cells than the header", None))
             continue
