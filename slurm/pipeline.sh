@@ -17,6 +17,8 @@
 # Variables (environment):
 #   ACCEL_CONFIG, PROCS_PER_NODE, MAIN_PORT   see slurm/train.sbatch
 #   BUNDLE_KEY                                 see slurm/infer.sbatch
+#   INFER_ARGS     extra `opclaim infer` options, e.g. "--batch-size 8 --max-new-tokens 256"
+#   EVAL_EXTRA     extra `opclaim eval` options, e.g. "--icd-ref lists/icd.txt"
 #   SBATCH_ARGS    extra sbatch options for every job (e.g. "--partition=gpu --time=04:00:00")
 #   OPCLAIM_ROOT, OPCLAIM_VENV                 see slurm/common.sh
 # Prints one line: `train=JOBID infer=JOBID eval=JOBID`.
@@ -69,13 +71,16 @@ TRAIN_ID="$(submit --output="$OUT/logs/train-%j.out" slurm/train.sbatch "$RECIPE
     --model_name_or_path "$MODEL" --train_file "$TRAIN" --output_dir "$OUT/adapter" "${TRAIN_EXTRA[@]}")"
 TRAIN_ID="${TRAIN_ID%%;*}"
 
+# shellcheck disable=SC2086  # INFER_ARGS is a list of options
 INFER_ID="$(OPCLAIM_ADAPTER_FROM_JOB=1 submit --dependency="afterok:$TRAIN_ID" \
     --output="$OUT/logs/infer-%j.out" slurm/infer.sbatch \
-    --model "$MODEL" --adapter "$OUT/adapter" --mode "$MODE" --cases "$TEST" --out "$OUT/preds.jsonl")"
+    --model "$MODEL" --adapter "$OUT/adapter" --mode "$MODE" --cases "$TEST" --out "$OUT/preds.jsonl" ${INFER_ARGS:-})"
 INFER_ID="${INFER_ID%%;*}"
 
 EVAL_ARGS=(--predictions "$OUT/preds.jsonl" --gold "$TEST" --out "$OUT/eval")
 [[ -z "$BOOTSTRAP" ]] || EVAL_ARGS+=(--bootstrap "$BOOTSTRAP")
+# shellcheck disable=SC2206  # EVAL_EXTRA is a list of options
+EVAL_ARGS+=(${EVAL_EXTRA:-})
 WAIT_FLAG=()
 ((WAIT)) && WAIT_FLAG=(--wait)
 rc=0
