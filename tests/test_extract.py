@@ -198,3 +198,15 @@ def test_fuzz_never_raises_and_codes_are_normalised(text):
         cpt, _, mod = pair.partition("-")
         assert cpt in d["cpt"] and len(mod) == 2
     assert len(set(d["icd10"])) == len(d["icd10"]) and len(set(d["cpt"])) == len(d["cpt"])
+
+
+@pytest.mark.parametrize("style", ["dictation", "terse"])
+def test_round_trip_over_synthetic_claims(style):
+    """Every claim the synthetic corpus can produce comes back exactly from its target text."""
+    from opclaim.synth import generate_cases
+
+    for c in generate_cases(300, seed=7, style=style):
+        for markers in (PHI3_MARKERS, PLAIN_MARKERS):
+            d = extract_codes(render_target(c.claim, markers))
+            assert (set(d["icd10"]), set(d["cpt"]), set(d["modifiers"])) == \
+                (c.claim.icd10_set(), c.claim.cpt_set(), c.claim.modifier_set()), c.id
