@@ -1,0 +1,34 @@
+"""Training arguments: three dataclasses read from a YAML recipe, overridable on the command line.
+
+`ModelArgs` and `DataArgs` are ours; the third is TRL's `SFTConfig` (all of transformers'
+TrainingArguments plus SFT options). `TrlParser` reads `--config recipe.yaml` and then applies
+`--key value` overrides, the same way TRL's own scripts do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelArgs:
+    model_name_or_path: str = field(default="", metadata={"help": "Local model folder (safetensors)."})
+    load_in_4bit: bool = field(default=True, metadata={"help": "QLoRA: nf4 + double quant base weights."})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names to adapt; empty = the model family's default (+ lm_head)."})
+    attn_implementation: str = field(
+        default="auto", metadata={"help": "auto = flash_attention_2 when importable on a GPU, else sdpa."})
+
+
+@dataclass
+class DataArgs:
+    train_file: str = field(default="", metadata={"help": "Cases JSONL for training."})
+    val_file: str | None = field(default=None, metadata={"help": "Cases JSONL for validation loss."})
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "Held out from train_file when val_file is not given (0 = none)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train cases."})
+    max_val_samples: int | None = field(default=None, metadata={"help": "Use only the first N val cases."})
+    prompt_format: str = field(default="auto", metadata={"help": "auto | phi3 | generic."})

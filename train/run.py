@@ -1,0 +1,189 @@
+"""The training run: data -> 4-bit base + LoRA -> SFTTrainer -> adapter, tokenizer, run record.
+
+Output folder: adapter_model.safetensors + adapter_config.json (PEFT), tokenizer files,
+opclaim_run.json (written last: its presence means the run finished), runs/ (TensorBoard),
+loss.png, checkpoint-N/ folders with completion markers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import opclaim  # noqa: F401  (offline before any HF import)
+from opclaim.io import atomic_write
+from opclaim.registry import load_tokenizer
+from train import checkpoint, data, model as model_mod
+
+log = logging.getLogger("train")
+RUN_FILE = "opclaim_run.json"
+
+
+def _fix_report_to(targs) -> None:
+    # Local TensorBoard files only: a remote tracker would ship run metadata off the machine.
+    wanted = targs.report_to if isinstance(targs.report_to, list) else [targs.report_to]
+    bad = [r for r in wanted if r not in ("tensorboard", "none", None)]
+    if bad:
+        from opclaim.errors import InputError
+
+        raise InputError(f"report_to {bad} refused: only 'tensorboard' (local files) is allowed",
+                         field="report_to")
+    targs.report_to = ["tensorboard"] if "tensorboard" in wanted else []
+
+
+def _adapters_to(model, dtype) -> None:
+    """TRL casts trainable adapter weights to bf16 for quantised bases; on CPU we compute in fp32
+    (bf16 CPU matmuls are slow), and ZeRO-3 needs one dtype across persistent params."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+
+
+def _losses(history: list[dict]) -> tuple[list, list]:
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    return train, val
+
+
+def plot_losses(history: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, val = _losses(history)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train), label="train")
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (claim tokens)")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(out, mode="wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main(margs, dargs, targs) -> int:
+    import torch
+
+    from train.trainer import ClaimSFTTrainer
+
+    t0 = time.time()
+    _fix_report_to(targs)
+    out = Path(targs.output_dir)
+    tok = load_tokenizer(margs.model_name_or_path)
+    fmt = data.choose_format(tok, dargs.prompt_format)
+    splits = data.load_splits(dargs)
+    train_ds = data.to_dataset(splits["train"], fmt, tok)
+    val_ds = data.to_dataset(splits["val"], fmt, tok) if splits["val"] else None
+    if val_ds is None:
+        targs.eval_strategy = "no"
+
+    model, facts = model_mod.load_base(margs)
+    callbacks = [checkpoint.CompletionMarker(), stopper := checkpoint.StopOnSignal()]
+    trainer = ClaimSFTTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
+                              processing_class=tok, peft_config=model_mod.lora_config(margs), callbacks=callbacks)
+    _adapters_to(trainer.model, model_mod.compute_dtype())
+    if trainer.accelerator.is_main_process:
+        trainer.model.print_trainable_parameters()
+
+    resume = checkpoint.resolve_resume(targs.resume_from_checkpoint, out)
+    if trainer.accelerator.is_main_process:
+        for p in checkpoint.set_aside_incomplete(out):
+            log.warning("set aside checkpoint without completion marker: %s", p.name)
+    trainer.accelerator.wait_for_everyone()
+    if resume:
+        log.warning("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    if stopper.stopped:
+        log.warning("stopped on signal after a complete checkpoint; exit %d (requeue)", checkpoint.EXIT_REQUEUE)
+        return checkpoint.EXIT_REQUEUE
+
+    final_val = trainer.evaluate()["eval_loss"] if val_ds is not None else None
+    trainer.save_model(str(out))  # PEFT adapter as safetensors (ZeRO-3 gathers it first)
+    if trainer.accelerator.is_main_process:
+        tok.save_pretrained(out)
+        history = trainer.state.log_history
+        train_l, _ = _losses(history)
+        plot_losses(history, out / "loss.png")
+        write_run_record(out, margs, dargs, targs, fmt.name, facts, data.summary(splits),
+                         final_train=train_l[-1][1] if train_l else None, final_val=final_val,
+                         wall=time.time() - t0, steps=trainer.state.global_step,
+                         world=trainer.accelerator.num_processes,
+                         zero=zero_facts(trainer),
+                         torch_version=torch.__version__)
+    trainer.accelerator.wait_for_everyone()
+    return 0
+
+
+def zero_facts(trainer) -> dict:
+    """What DeepSpeed actually ran (not what the config asked for)."""
+    engine = trainer.model_wrapped
+    stage = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None
+    partitioned = sum(1 for p in trainer.model.parameters() if hasattr(p, "ds_id"))
+    return {"deepspeed": stage is not None, "zero_stage": stage, "zero3_partitioned_params": partitioned}
+
+
+def _jsonable(obj):
+    try:
+        json.dumps(obj)
+        return obj
+    except TypeError:
+        return str(obj)
+
+
+def write_run_record(out: Path, margs, dargs, targs, fmt_name, facts, summary, *, final_train, final_val,
+                     wall, steps, world, zero, torch_version) -> None:
+    from dataclasses import asdict
+
+    base = Path(margs.model_name_or_path)
+    src = base / "opclaim_source.json"
+    tr = {k: _jsonable(v) for k, v in targs.to_dict().items()}
+    tr = {k: v for k, v in tr.items() if "token" not in k or k in ("eos_token", "pad_token")}
+    record = {
+        "prompt_format": fmt_name,
+        "base_model": str(base.resolve()),
+        "base_model_source": json.loads(src.read_text(encoding="utf-8")) if src.is_file() else None,
+        **facts,
+        "world_size": world,
+        **zero,
+        "data": summary,
+        "final_train_loss": final_train,
+        "final_val_loss": final_val,
+        "global_step": steps,
+        "wall_time_s": round(wall, 1),
+        "torch": torch_version,
+        "config": {"model": asdict(margs), "data": asdict(dargs), "training": tr},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with atomic_write(out / RUN_FILE) as fh:
+        json.dump(record, fh, indent=2, default=str)
+        fh.write("\n")
+
+
+def parse(argv=None):
+    from trl import SFTConfig, TrlParser
+
+    from train.config import DataArgs, ModelArgs
+
+    parser = TrlParser((ModelArgs, DataArgs, SFTConfig))
+    return parser.parse_args_and_config(argv)
+
+
+def cli(argv=None) -> int:
+    from opclaim.errors import InputError
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    margs, dargs, targs = parse(argv)
+    try:
+        return main(margs, dargs, targs)
+    except InputError as e:
+        sys.stderr.write(f"train: error: {e}\n")
+        return 2
