@@ -190,12 +190,13 @@ def create(model_dir: str | Path, key: str | Path, out: str | Path, adapter: str
 
 def _add_model_card(stage: Path, parts: dict) -> None:
     """Every trained model carries a card: generate one when the source has a run record but no card."""
-    from opclaim.modelcard import write_model_card
+    from opclaim.modelcard import is_opclaim_card, write_model_card
 
     for name, src in parts.items():
-        if (stage / name / "opclaim_run.json").is_file() and not (stage / name / "README.md").is_file():
-            metrics = _latest_metrics(src)
-            write_model_card(stage / name, metrics_path=metrics)
+        card = stage / name / "README.md"
+        # PEFT's save_pretrained leaves a template README.md; replace anything that is not ours.
+        if (stage / name / "opclaim_run.json").is_file() and not is_opclaim_card(card):
+            write_model_card(stage / name, metrics_path=_latest_metrics(src))
 
 
 def _latest_metrics(src: Path) -> Path | None:

@@ -18,6 +18,8 @@ from opclaim.io import atomic_write
 
 RUN_RECORD = "opclaim_run.json"
 CARD = "README.md"
+CARD_TAG = "tags: [opclaim,"
+METRIC_SECTIONS = ("icd10", "cpt", "modifier", "modifiers", "structure")
 
 INTENDED_USE = """\
 Drafts a billing claim (ICD-10-CM diagnoses; CPT codes with modifiers per provider) from a
@@ -45,6 +47,11 @@ def _read_json(path: Path) -> dict:
     if not isinstance(obj, dict):
         raise InputError("not a JSON object", file=path)
     return obj
+
+
+def is_opclaim_card(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_file() and CARD_TAG in p.read_text(encoding="utf-8", errors="replace")[:500]
 
 
 def find_latest_metrics(model_dir: str | Path) -> Path | None:
@@ -162,9 +169,18 @@ def _metrics_section(metrics_path: Path | None) -> str:
     if metrics_path is None:
         return "No evaluation recorded yet. Run `opclaim eval` and regenerate this card with `--metrics`."
     m = _read_json(Path(metrics_path))
-    rows = [r for r in _metric_rows(m) if not r[0].startswith(("config", "lists", "reference"))]
-    table = ["| metric | value | 95% CI |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return f"From `{Path(metrics_path).name}` (fractions in [0, 1]; bootstrap CIs):\n\n" + "\n".join(table)
+    # One table per configuration scored (`configs` in opclaim.eval/1), else the top level.
+    configs = m.get("configs") if isinstance(m.get("configs"), dict) and m["configs"] else {"": m}
+    parts = [f"From `{Path(metrics_path).name}` (fractions in [0, 1]; 95% bootstrap CIs)."]
+    for name, cm in configs.items():
+        if not isinstance(cm, dict):
+            continue
+        sections = {k: cm[k] for k in METRIC_SECTIONS if isinstance(cm.get(k), dict)} or cm
+        rows = _metric_rows(sections)
+        head = f"**{name}** ({cm.get('n_cases', '?')} cases, gold `{cm.get('gold', '?')}`)\n\n" if name else ""
+        table = ["| metric | value | 95% CI |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        parts.append(head + "\n".join(table))
+    return "\n\n".join(parts)
 
 
 def render_model_card(run: dict, metrics_path: Path | None = None, name: str = "opclaim model") -> str:

@@ -159,3 +159,90 @@ def test_verified_bundle_loads_and_generates(good_bundle, keys):
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 3
+
+
+# ---------------------------------------------------------------- adapters and model cards
+RUN_RECORD = {
+    "prompt_format": "phi3", "base_model": "/models/tiny-phi3", "global_step": 6, "world_size": 2,
+    "final_train_loss": 7.4, "final_val_loss": 7.3,
+    "data": {"train": {"cases": 13, "services": {"Urology": 9, "Orthopedics": 4},
+                       "date_range": ["2021-01-10", "2021-09-18"],
+                       "example_note": "PATIENT: ZQXCANARY7731PHI"},  # a field no card may copy
+             "val": {"cases": 3, "services": {"Urology": 3}, "date_range": ["2021-02-10", "2021-06-15"]}},
+    "config": {"model": {"lora_r": 64, "lora_alpha": 16, "load_in_4bit": True},
+               "training": {"max_steps": 6, "learning_rate": 0.002}},
+}
+METRICS = {"schema": "opclaim.eval/1", "configs": {"finetuned": {
+    "config": "finetuned", "gold": "test", "n_cases": 8,
+    "icd10": {"precision": 0.5, "recall": 0.25, "f1": 0.333, "precision_ci": [0.25, 0.75], "recall_ci": [0.0, 0.5]},
+    "cpt": {"precision": 0.75, "recall": 0.5, "f1": 0.6, "precision_ci": [0.5, 1.0], "recall_ci": [0.25, 0.75]},
+    "structure": {"rougeL": 0.41, "meteor": 0.38}}}}
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_phi3_dir, tmp_path_factory):
+    """A real (untrained) LoRA adapter on the tiny Phi-3, saved the way training saves it."""
+    from peft import LoraConfig, get_peft_model
+
+    from opclaim.registry import load_model
+
+    out = tmp_path_factory.mktemp("adapter")
+    model = get_peft_model(load_model(tiny_phi3_dir), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    model.save_pretrained(out)
+    (out / "opclaim_run.json").write_text(json.dumps(RUN_RECORD))
+    (out / "training_args.bin").write_bytes(b"\x80\x04N.")  # Trainer's pickle: skipped, not refused
+    (out / "checkpoint-3").mkdir()
+    (out / "checkpoint-3" / "optimizer.pt").write_bytes(b"\x80\x04N.")
+    return out
+
+
+def test_model_card_has_every_section_and_no_note_text(tmp_path):
+    from opclaim.modelcard import is_opclaim_card, write_model_card
+
+    (tmp_path / "opclaim_run.json").write_text(json.dumps(RUN_RECORD))
+    (tmp_path / "metrics.json").write_text(json.dumps(METRICS))
+    card_path = write_model_card(tmp_path, tmp_path / "metrics.json")
+    card = card_path.read_text()
+    assert is_opclaim_card(card_path)
+    for section in ("## Base model", "## Training data", "## Recipe", "## Evaluation", "## Intended use",
+                    "## Limitations"):
+        assert section in card
+    assert "/models/tiny-phi3" in card and "train: 13 cases" in card
+    assert "Urology (9)" in card and "2021-01-10 to 2021-09-18" in card
+    assert "lora_r: 64" in card and "max_steps: 6" in card
+    assert "| icd10.precision | 0.500 | [0.250, 0.750] |" in card
+    assert "| cpt.recall | 0.500 | [0.250, 0.750] |" in card
+    assert "ZQXCANARY7731PHI" not in card
+
+
+def test_adapter_bundle_carries_a_generated_card_and_loads(tiny_phi3_dir, adapter_dir, keys, tmp_path):
+    from peft import PeftModel
+
+    from opclaim.registry import load_model
+
+    (adapter_dir / "eval").mkdir(exist_ok=True)
+    (adapter_dir / "eval" / "metrics.json").write_text(json.dumps(METRICS))
+    out = bundle.create(tiny_phi3_dir, keys[0], tmp_path / "b", adapter=adapter_dir)
+    manifest = bundle.verify(out, keys[1])
+    assert {"adapter/adapter_model.safetensors", "adapter/adapter_config.json", "adapter/README.md",
+            "adapter/opclaim_run.json"} <= set(manifest["files"])
+    skipped = {s["path"] for s in manifest["skipped"]}
+    assert {"adapter/training_args.bin", "adapter/checkpoint-3/", "adapter/eval/"} <= skipped
+    card = (out / "adapter" / "README.md").read_text()
+    assert "| icd10.precision | 0.500 | [0.250, 0.750] |" in card  # metrics found under the source
+    model_path = bundle.verify_if_bundle(out, keys[1])
+    adapter_path = bundle.verify_if_bundle(out / "adapter", keys[1])
+    model = PeftModel.from_pretrained(load_model(model_path), adapter_path)
+    assert model.peft_config["default"].r == 4
+
+
+def test_native_auto_map_is_accepted(tiny_phi3_dir, keys, tmp_path):
+    """Phi-3-mini-128k ships auto_map for a model_type transformers has built in: no remote code runs."""
+    src = tmp_path / "src"
+    shutil.copytree(tiny_phi3_dir, src)
+    (src / "modeling_phi3.py").write_text("raise SystemExit('remote code ran')\n")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM"}
+    (src / "config.json").write_text(json.dumps(cfg))
+    manifest = bundle.verify(bundle.create(src, keys[0], tmp_path / "b"), keys[1])
+    assert "model/modeling_phi3.py" not in manifest["files"]  # Python files never travel
