@@ -20,9 +20,9 @@ STYLES = {"dictation": dictation.write, "terse": terse.write}
 LENGTHS = ("real", "short")
 
 
-def generate_cases(n: int, seed: int = 0, style: str = "dictation", length: str = "real",
-                   id_prefix: str = "c") -> list[Case]:
-    """`n` cases; `length="short"` keeps every section but trims narrative (fast CPU demos)."""
+def iter_drawn(n: int, seed: int = 0, style: str = "dictation", length: str = "real", id_prefix: str = "c"):
+    """Yield (scenario, case) pairs: the facts behind each note, for tests that check the note
+    and the claim against the same facts."""
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose from {sorted(STYLES)}")
     if length not in LENGTHS:
@@ -31,13 +31,16 @@ def generate_cases(n: int, seed: int = 0, style: str = "dictation", length: str 
         raise ValueError("n must be >= 0")
     write = STYLES[style]
     rng = random.Random(f"opclaim-synth/{seed}/{style}/{length}")
-    cases = []
     for i in range(n):
         s = scenario.draw(rng, f"{id_prefix}{i:06d}", length)
         note = write(rng, s)
-        cases.append(Case(id=s.id, note=note, claim=scenario.code_claim(s), date=s.date,
-                          service=s.service, style=style))
-    return cases
+        yield s, Case(id=s.id, note=note, claim=scenario.code_claim(s), date=s.date, service=s.service, style=style)
 
 
-__all__ = ["generate_cases", "STYLES", "LENGTHS"]
+def generate_cases(n: int, seed: int = 0, style: str = "dictation", length: str = "real",
+                   id_prefix: str = "c") -> list[Case]:
+    """`n` cases; `length="short"` keeps every section but trims narrative (fast CPU demos)."""
+    return [case for _, case in iter_drawn(n, seed, style, length, id_prefix)]
+
+
+__all__ = ["generate_cases", "iter_drawn", "STYLES", "LENGTHS"]

@@ -270,9 +270,9 @@ GENERAL = [
           D("K40.91", "recurrent inguinal hernia without obstruction", "recurrent inguinal hernia")), lat="side",
          up={"K40.90": D("K40.30", "inguinal hernia with obstruction, without gangrene", "incarcerated inguinal hernia")}),
     Proc("General Surgery", "49591", "Abdominal wall hernia repair, first time, under 3 cm, reducible", "primary umbilical hernia repair", "umb hernia repair", "open",
-         (D("K42.9", "umbilical hernia without obstruction or gangrene", "umb hernia"),)),
+         (D("K42.9", "reducible umbilical hernia", "umb hernia"),)),
     Proc("General Surgery", "49593", "Abdominal wall hernia repair, first time, 3-10 cm, reducible", "ventral hernia repair with mesh, defect 3 to 10 cm", "VHR w/ mesh (3-10 cm)", "open",
-         (D("K43.9", "ventral hernia without obstruction or gangrene", "ventral hernia"), D("K43.2", "incisional hernia without obstruction", "incisional hernia"))),
+         (D("K43.9", "reducible ventral hernia", "ventral hernia"), D("K43.2", "incisional hernia without obstruction", "incisional hernia"))),
     Proc("General Surgery", "19301", "Partial mastectomy", "partial mastectomy (lumpectomy) with wire localization", "WL lumpectomy", "open",
          (D(RL("C50.411", "C50.412"), "malignant neoplasm of the upper-outer quadrant of the breast", "UOQ breast ca"),
           D(RL("D05.11", "D05.12"), "ductal carcinoma in situ of the breast", "DCIS")), lat="side", comp=("38525",)),
@@ -295,7 +295,7 @@ GENERAL = [
          (D("E66.01", "morbid obesity due to excess calories", "morbid obesity"),)),
     Proc("General Surgery", "43644", "Laparoscopic gastric bypass", "laparoscopic Roux-en-Y gastric bypass", "lap RYGB", "lap",
          (D("E66.01", "morbid obesity due to excess calories", "morbid obesity"),)),
-    Proc("General Surgery", "60240", "Total thyroid removal", "total thyroidectomy", "total thyroidectomy", "open",
+    Proc("General Surgery", "60240", "Total thyroid removal", "total thyroidectomy", "TT", "open",
          (D("E04.2", "nontoxic multinodular goiter", "MNG"), D("C73", "malignant neoplasm of the thyroid gland", "thyroid ca"),
           D("E05.00", "Graves disease without thyrotoxic crisis", "Graves"))),
     Proc("General Surgery", "60220", "Thyroid lobe removal", "thyroid lobectomy with isthmusectomy", "thyroid lobectomy", "open",
@@ -330,15 +330,15 @@ _BLAD = (D("C67.2", "malignant neoplasm of the lateral wall of the bladder", "bl
          D("C67.4", "malignant neoplasm of the posterior wall of the bladder", "bladder ca, post wall"),
          D("D41.4", "neoplasm of uncertain behavior of the bladder", "bladder tumor"))
 _STONE = (D("N20.1", "calculus of the ureter", "ureteral stone"), D("N20.0", "calculus of the kidney", "renal stone"),
-          D("N13.2", "hydronephrosis with renal and ureteral calculous obstruction", "obstructing stone w/ hydro"))
+          D("N13.2", "obstructing stone with hydronephrosis", "obstructing stone w/ hydro"))
 UROLOGY = [
     Proc("Urology", "52000", "Cystoscopy", "cystourethroscopy", "cysto", "cysto",
-         (D("R31.0", "gross hematuria", "gross hematuria"), D("R31.21", "asymptomatic microscopic hematuria", "asx micro hematuria"))),
+         (D("R31.0", "gross hematuria", "gross hematuria"), D("R31.21", "microscopic hematuria without symptoms", "asx micro hematuria"))),
     Proc("Urology", "52234", "Bladder tumor resection, small", "transurethral resection of a small bladder tumor (0.5 to 2 cm)", "TURBT small", "cysto", _BLAD),
     Proc("Urology", "52235", "Bladder tumor resection, medium", "transurethral resection of a medium bladder tumor (2 to 5 cm)", "TURBT medium", "cysto", _BLAD),
     Proc("Urology", "52240", "Bladder tumor resection, large", "transurethral resection of a large bladder tumor (over 5 cm)", "TURBT large", "cysto", _BLAD),
     Proc("Urology", "52601", "Transurethral prostate resection", "transurethral resection of the prostate", "TURP", "cysto",
-         (D("N40.1", "benign prostatic hyperplasia with lower urinary tract symptoms", "BPH w/ LUTS"),)),
+         (D("N40.1", "benign prostatic enlargement causing lower urinary tract symptoms", "BPH w/ LUTS"),)),
     Proc("Urology", "52356", "Ureteroscopy with laser stone fragmentation and stent", "ureteroscopy with laser lithotripsy and ureteral stent placement", "URS/LL/stent", "cysto",
          _STONE, lat="side",
          step="The stone was fragmented with the holmium laser and the fragments were basketed, after which a double-J stent was left in place.",
@@ -359,7 +359,7 @@ UROLOGY = [
 ]
 
 # ------------------------------------------------------------------ otolaryngology
-_TONS = (D("J35.01", "chronic tonsillitis", "chronic tonsillitis"), D("J35.03", "chronic tonsillitis and adenoiditis", "chronic T&A-itis"),
+_TONS = (D("J35.01", "chronic tonsillitis", "chronic tonsillitis"), D("J35.03", "chronic infection of the tonsils and adenoids", "chronic T&A-itis"),
          D("G47.33", "obstructive sleep apnea", "OSA"), D("J35.1", "hypertrophy of the tonsils", "tonsillar hypertrophy"))
 OTOLARYNGOLOGY = [
     Proc("Otolaryngology", "42826", "Tonsil removal, age 12 or over", "tonsillectomy", "T's", "oral", _TONS),
@@ -390,7 +390,7 @@ OTOLARYNGOLOGY = [
          (D("J38.1", "polyp of the vocal cord", "VC polyp"), D("D02.0", "carcinoma in situ of the larynx", "laryngeal CIS"), D("J38.3", "vocal cord lesion", "VC lesion"))),
     Proc("Otolaryngology", "42415", "Parotid removal with facial nerve dissection", "superficial parotidectomy with facial nerve dissection", "superficial parotidectomy w/ FN dissection", "open",
          (D("D11.0", "benign neoplasm of the parotid gland (pleomorphic adenoma)", "pleomorphic adenoma"),), lat="side"),
-    Proc("Otolaryngology", "60500", "Parathyroid exploration and removal", "parathyroidectomy", "parathyroidectomy", "open",
+    Proc("Otolaryngology", "60500", "Parathyroid exploration and removal", "parathyroidectomy", "parathyroid exploration/excision", "open",
          (D("E21.0", "primary hyperparathyroidism", "1' HPT"),)),
 ]
 
@@ -398,7 +398,7 @@ OTOLARYNGOLOGY = [
 GYNECOLOGY = [
     Proc("Gynecology", "58571", "Laparoscopic total hysterectomy, uterus up to 250 g, with tubes/ovaries", "total laparoscopic hysterectomy with bilateral salpingo-oophorectomy",
          "TLH/BSO", "lap", (D("D25.1", "intramural leiomyoma of the uterus", "intramural fibroids"), D("N80.03", "adenomyosis of the uterus", "adenomyosis"),
-                            D("N92.0", "excessive and frequent menstruation with regular cycle", "menorrhagia"))),
+                            D("N92.0", "heavy, frequent but regular menstrual bleeding", "menorrhagia"))),
     Proc("Gynecology", "58570", "Laparoscopic total hysterectomy, uterus up to 250 g", "total laparoscopic hysterectomy", "TLH", "lap",
          (D("D25.1", "intramural leiomyoma of the uterus", "intramural fibroids"), D("N93.8", "abnormal uterine bleeding", "AUB"))),
     Proc("Gynecology", "58150", "Abdominal hysterectomy", "total abdominal hysterectomy", "TAH", "open",
@@ -406,7 +406,7 @@ GYNECOLOGY = [
     Proc("Gynecology", "58558", "Hysteroscopy with sampling or polyp removal", "hysteroscopy with polypectomy and endometrial sampling", "HSC/polypectomy", "hsc",
          (D("N84.0", "polyp of the corpus uteri", "endometrial polyp"), D("N95.0", "postmenopausal bleeding", "PMB"))),
     Proc("Gynecology", "58563", "Hysteroscopic endometrial ablation", "hysteroscopic endometrial ablation", "HSC EA", "hsc",
-         (D("N92.0", "excessive and frequent menstruation with regular cycle", "menorrhagia"),)),
+         (D("N92.0", "heavy, frequent but regular menstrual bleeding", "menorrhagia"),)),
     Proc("Gynecology", "58661", "Laparoscopic removal of tube and/or ovary", "laparoscopic salpingo-oophorectomy", "lap SO", "lap",
          (D(RL("N83.201", "N83.202"), "ovarian cyst", "ovarian cyst"), D(RL("D27.0", "D27.1"), "benign neoplasm of the ovary (dermoid)", "dermoid")), lat="side"),
     Proc("Gynecology", "58662", "Laparoscopic removal of pelvic lesions", "laparoscopic excision of endometriosis", "lap exc endo", "lap",
@@ -446,11 +446,11 @@ PLASTICS = [
     Proc("Plastic Surgery", "19318", "Breast reduction", "reduction mammaplasty", "reduction mammoplasty", "open",
          (D("N62", "hypertrophy of the breast", "macromastia"),), lat="side", bilat=True),
     Proc("Plastic Surgery", "15830", "Abdominal panniculectomy", "panniculectomy", "panni", "open",
-         (D("L98.7", "excessive and redundant skin and subcutaneous tissue", "redundant pannus"),)),
+         (D("L98.7", "redundant abdominal skin and fat (pannus)", "redundant pannus"),)),
     Proc("Plastic Surgery", "19357", "Breast reconstruction with tissue expander", "immediate breast reconstruction with tissue expander", "TE placement", "open",
          (D(RL("Z90.11", "Z90.12", "Z90.13"), "acquired absence of the breast", "s/p mastectomy"),), lat="side", bilat=True),
     Proc("Plastic Surgery", "19325", "Breast augmentation with implant", "breast augmentation with implant", "BBA w/ implants", "open",
-         (D("N65.1", "disproportion of reconstructed breast", "breast asymmetry after recon"),), lat="side"),
+         (D("N65.1", "asymmetry of the reconstructed breast", "breast asymmetry after recon"),), lat="side"),
     Proc("Plastic Surgery", "14040", "Adjacent tissue rearrangement of face, hands or feet, up to 10 sq cm", "adjacent tissue transfer (rotation flap) of the cheek", "rotation flap cheek", "skin",
          (D("C44.319", "basal cell carcinoma of the skin of the face", "BCC cheek"), D("C44.329", "squamous cell carcinoma of the skin of the face", "SCC cheek"))),
     Proc("Plastic Surgery", "15100", "Split-thickness skin graft, trunk or limbs, first 100 sq cm", "split-thickness skin graft", "STSG", "skin",
@@ -506,23 +506,23 @@ GASTRO = [
     Proc("Gastroenterology", "45378", "Diagnostic colonoscopy", "diagnostic colonoscopy", "dx colo", "endo",
          (D("Z12.11", "screening for malignant neoplasm of the colon", "screening"), D("K92.1", "melena", "melena"))),
     Proc("Gastroenterology", "43239", "Upper endoscopy with biopsy", "esophagogastroduodenoscopy with biopsy", "EGD w/ bx", "endo",
-         (D("K21.9", "gastro-esophageal reflux disease without esophagitis", "GERD"), D("K22.70", "Barrett esophagus without dysplasia", "Barrett's"),
+         (D("K21.9", "reflux disease without esophagitis", "GERD"), D("K22.70", "Barrett esophagus without dysplasia", "Barrett's"),
           D("K29.70", "gastritis without bleeding", "gastritis"))),
     Proc("Gastroenterology", "43264", "ERCP with stone removal", "endoscopic retrograde cholangiopancreatography with removal of common duct stones", "ERCP w/ stone extraction", "endo",
          (D("K80.50", "choledocholithiasis without cholangitis", "CBD stone"), D("K80.30", "choledocholithiasis with cholangitis", "CBD stone w/ cholangitis"))),
     Proc("Gastroenterology", "43246", "Endoscopic feeding tube placement", "percutaneous endoscopic gastrostomy tube placement", "PEG", "endo",
-         (D("R13.10", "dysphagia", "dysphagia"), D("I69.391", "dysphagia following cerebral infarction", "post-CVA dysphagia"))),
+         (D("R13.10", "dysphagia", "dysphagia"), D("I69.391", "swallowing difficulty after a stroke", "post-CVA dysphagia"))),
 ]
 OBSTETRICS = [
     Proc("Obstetrics", "59514", "Cesarean delivery only", "low transverse cesarean delivery", "LTCS", "open",
-         (D("O34.211", "maternal care for low transverse scar from previous cesarean delivery", "prior LTCS"),
+         (D("O34.211", "prior low transverse cesarean scar", "prior LTCS"),
           D("O32.1XX0", "maternal care for breech presentation", "breech"), D("O62.1", "secondary uterine inertia (arrest of dilation)", "arrest of dilation"))),
     Proc("Obstetrics", "59320", "Cervical cerclage during pregnancy", "transvaginal cervical cerclage (McDonald)", "McDonald cerclage", "vaginal",
-         (D("O34.32", "maternal care for cervical incompetence, second trimester", "cervical insufficiency 2nd tri"),)),
+         (D("O34.32", "cervical insufficiency in the second trimester", "cervical insufficiency 2nd tri"),)),
     Proc("Obstetrics", "59820", "Surgical completion of missed miscarriage, first trimester", "suction dilation and evacuation for missed abortion", "suction D&E (missed ab)", "vaginal",
          (D("O02.1", "missed abortion", "missed ab"),)),
     Proc("Obstetrics", "59160", "Postpartum uterine curettage", "postpartum curettage", "postpartum D&C", "vaginal",
-         (D("O72.2", "delayed and secondary postpartum hemorrhage", "delayed PPH"),)),
+         (D("O72.2", "delayed postpartum hemorrhage", "delayed PPH"),)),
 ]
 _HALLUX = D(RL("M20.11", "M20.12"), "hallux valgus (bunion)", "HAV")
 PODIATRY = [
@@ -532,7 +532,7 @@ PODIATRY = [
          (D(RL("M20.41", "M20.42"), "hammer toe", "HT"),), lat="toe"),
     Proc("Podiatry", "11750", "Permanent toenail removal with matrix", "total nail avulsion with matrixectomy", "TNA w/ matrixectomy", "skin",
          (D("L60.0", "ingrowing nail", "ingrown nail"),), lat="toe"),
-    Proc("Podiatry", "28060", "Partial plantar fascia excision", "partial plantar fasciectomy", "partial plantar fasciectomy", "open",
+    Proc("Podiatry", "28060", "Partial plantar fascia excision", "partial plantar fasciectomy", "partial PF excision", "open",
          (D("M72.2", "plantar fascial fibromatosis (plantar fasciitis)", "plantar fasciitis"),), lat="side"),
     Proc("Podiatry", "28820", "Toe amputation at the metatarsophalangeal joint", "amputation of toe at the metatarsophalangeal joint", "toe amp at MTPJ", "open",
          (D(RL("E11.621", "E11.621"), "type 2 diabetes with foot ulcer", "DM2 foot ulcer"),
@@ -553,9 +553,9 @@ PULMONARY = [
 PEDIATRIC = [
     Proc("Pediatric Surgery", "49500", "Inguinal hernia repair, child 6 months to under 5 years", "pediatric inguinal herniorrhaphy (high ligation)", "peds IHR", "open",
          (D("K40.90", "inguinal hernia without obstruction or gangrene", "inguinal hernia"),), lat="side", bilat=True),
-    Proc("Pediatric Surgery", "43520", "Pyloromyotomy", "pyloromyotomy", "pyloromyotomy", "open",
-         (D("Q40.0", "congenital hypertrophic pyloric stenosis", "HPS"),)),
-    Proc("Pediatric Surgery", "54640", "Orchiopexy through the groin", "inguinal orchiopexy", "inguinal orchiopexy", "open",
+    Proc("Pediatric Surgery", "43520", "Pyloromyotomy", "pyloromyotomy", "pyloromyotomy (Ramstedt)", "open",
+         (D("Q40.0", "infantile hypertrophic pyloric stenosis", "HPS"),)),
+    Proc("Pediatric Surgery", "54640", "Orchiopexy through the groin", "inguinal orchiopexy", "orchiopexy via groin", "open",
          (D("Q53.111", "unilateral intra-abdominal undescended testis", "intra-abd UDT"), D("Q53.112", "unilateral undescended testis in the inguinal canal", "inguinal UDT")), lat="side"),
     Proc("Pediatric Surgery", "54150", "Circumcision with clamp and nerve block", "circumcision using a clamp with dorsal penile nerve block", "clamp circ w/ DPNB", "open",
          (D("N47.1", "phimosis", "phimosis"),)),
