@@ -95,10 +95,13 @@ def load_model(path: str | Path, **kwargs):
 
 # ---------------------------------------------------------------- tiny Phi-3
 def _tiny_corpus() -> list[str]:
-    """Text for the tiny tokenizer's BPE: code descriptions, prompt templates, digits."""
+    """Text for the tiny tokenizer's BPE: synthetic notes and claims in both styles, code
+    descriptions, prompt templates, digits. Notes in the corpus keep test sequences short."""
     import simple_icd_10_cm as cm
 
+    from opclaim.claim import render_target
     from opclaim.codes import MODIFIERS
+    from opclaim.synth import generate_cases
 
     prompts_dir = Path(__file__).resolve().parent.parent / "prompts" / "templates"
     texts = [f.read_text(encoding="utf-8") for f in sorted(prompts_dir.glob("*"))]
@@ -106,10 +109,13 @@ def _tiny_corpus() -> list[str]:
     texts += [f"{c} {cm.get_description(c)}" for c in codes]
     texts += list(MODIFIERS.values())
     texts += [" ".join(str(i) for i in range(0, 10000, 7))]
+    for style in ("dictation", "terse"):
+        for case in generate_cases(300, seed=12345, style=style):
+            texts += [case.note, render_target(case.claim)]
     return texts
 
 
-def build_tiny_phi3(out: str | Path, *, seed: int = 0, vocab_size: int = 2048, hidden: int = 64,
+def build_tiny_phi3(out: str | Path, *, seed: int = 0, vocab_size: int = 4096, hidden: int = 64,
                     layers: int = 2, heads: int = 4) -> Path:
     """A random Phi3ForCausalLM plus a byte-level BPE tokenizer with Phi-3's special tokens."""
     import torch
