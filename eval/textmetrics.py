@@ -65,23 +65,28 @@ def score_loop(golds: list[str], outputs: list[str], meteor: bool | None = None)
 
 def score_all(golds: list[str], outputs: list[str], workers: int | None = None,
               min_parallel: int = 2000, chunk: int = 500) -> list[tuple]:
-    """Per-case scores, in order. Runs a process pool for large inputs (values are identical)."""
+    """Per-case scores, in order, equal to `score_loop`. Repeated (gold, output) pairs (exact
+    copies of the target are common for a fine-tuned model) are scored once; large inputs are
+    split into ordered chunks over a process pool."""
     if len(golds) != len(outputs):
         raise ValueError("golds and outputs differ in length")
     meteor = meteor_unavailable() is None
     workers = workers or min(len(os.sched_getaffinity(0)), 8)
-    n = len(golds)
-    if workers <= 1 or n < min_parallel:
-        return score_loop(golds, outputs, meteor)
     pairs = list(zip(golds, outputs))
-    chunks = [(pairs[i:i + chunk], meteor) for i in range(0, n, chunk)]
-    # fork shares the already-imported libraries and WordNet with the workers (no re-import).
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    out: list[tuple] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        for part in pool.map(_score_chunk, chunks):
-            out.extend(part)
-    return out
+    unique = list(dict.fromkeys(pairs))
+    n = len(unique)
+    if workers <= 1 or n < min_parallel:
+        scored = _score_chunk((unique, meteor))
+    else:
+        chunks = [(unique[i:i + chunk], meteor) for i in range(0, n, chunk)]
+        # fork shares the already-imported libraries and loaded WordNet with the workers.
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        scored = []
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for part in pool.map(_score_chunk, chunks):
+                scored.extend(part)
+    by_pair = dict(zip(unique, scored))
+    return [by_pair[p] for p in pairs]
 
 
 def means(scores: list[tuple]) -> dict:

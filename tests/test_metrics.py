@@ -177,8 +177,8 @@ def test_structure_equals_library_calls(run):
 
 
 def test_parallel_text_metrics_identical_to_loop():
-    golds = [strip_special_tokens(render_target(c.claim)) for c in GOLD] * 12
-    outs = [strip_special_tokens(PREDS[c.id].output) if c.id in PREDS else "" for c in GOLD] * 12
+    golds = [strip_special_tokens(render_target(c.claim)) for c in GOLD] * 12 + ["a b c"] * 3
+    outs = [strip_special_tokens(PREDS[c.id].output) if c.id in PREDS else "" for c in GOLD] * 12 + ["a b", "c", "a b"]
     loop = textmetrics.score_loop(golds, outs)
     par = textmetrics.score_all(golds, outs, workers=2, min_parallel=0, chunk=7)
     assert par == loop
