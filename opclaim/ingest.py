@@ -373,6 +373,14 @@ def _kind(reason: str, fld: str | None) -> str:
     return "invalid_record"
 
 
+_QUOTED_RE = re.compile(r"'([^']{13,})'")
+
+
+def _redact(reason: str) -> str:
+    """Quote short code strings; anything longer may be free text (a mis-mapped note column)."""
+    return _QUOTED_RE.sub(lambda m: f"<{len(m.group(1))} characters>", reason)
+
+
 def count_tokens(text: str, tokenizer=None) -> int:
     """A regex estimate (words and punctuation) unless a real tokenizer is given."""
     if tokenizer is not None:
@@ -406,6 +414,7 @@ def validate(path: str | Path, *, fmt: str | None = None, mapping: dict[str, str
         changes = Counter()
 
         def reject(reason, fld, rec=rec, rr=rr):
+            reason = _redact(reason)
             rid = rec.get("id")
             rid = str(rid) if isinstance(rid, (str, int)) and str(rid).strip() else None
             report.rejected.append((Problem(rr.where, fld, reason, _kind(reason, fld), rid), rr.data))

@@ -138,3 +138,13 @@ def test_cli_exit_codes_rejects_file_and_out(tmp_path, cli_env):
 
     r = _run([str(tmp_path / "missing.jsonl")], cli_env, tmp_path)
     assert r.returncode == 2 and "file not found" in r.stderr
+
+
+def test_mis_mapped_note_column_never_leaks_into_messages(tmp_path):
+    src = tmp_path / "x.csv"
+    src.write_text("id,text,dx\nr1,Synthetic SECRET-NOTE-TEXT here,K80.20\n", encoding="utf-8")
+    # note and icd10 swapped by mistake: the "code" is note text
+    report = ingest.validate(src, mapping=ingest.load_mapping(pairs=["note=dx", "icd10=text"]))
+    ((problem, _),) = report.rejected
+    assert problem.field == "claim.icd10[0]" and problem.kind == "malformed_code"
+    assert "SECRET" not in problem.reason and "characters>" in problem.reason
