@@ -71,16 +71,16 @@ def corpus(n, seed):
         from test_rag import make_cases
 
         return make_cases(n, seed)
-    return generate_cases(n, seed, style="dictation")
+    return generate_cases(n, seed, style="dictation", length="short")
 
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     from opclaim.io import write_cases
 
-    cases = corpus(60, seed=3)
+    cases = corpus(50, seed=3)
     d = tmp_path_factory.mktemp("knn")
-    parts = {"train": cases[:36], "val": cases[36:48], "test": cases[48:]}
+    parts = {"train": cases[:30], "val": cases[30:40], "test": cases[40:]}
     for name, cs in parts.items():
         write_cases(d / f"{name}.jsonl", cs)
     return d, parts
@@ -106,9 +106,14 @@ def test_knn_cli_predictions_score_through_eval(split, capsys):
     assert side["chosen_on"] == "validation" and side["validation_grid"]
     best = max(side["validation_grid"], key=lambda r: r["objective"])
     assert (side["k"], side["threshold"]) == (best["k"], best["threshold"])
-    # Retrieval alone must get CPT codes right more often than not on this corpus.
-    s = score(preds, [c.claim for c in parts["test"]])
-    assert s["cpt_f1"] > 0.5
+    # Retrieval must beat predicting the training set's most common claim for every note.
+    from collections import Counter
+
+    gold = [c.claim for c in parts["test"]]
+    common = Counter(json.dumps(c.claim.to_dict(), sort_keys=True) for c in parts["train"]).most_common(1)[0][0]
+    trivial = score([Claim.from_dict(json.loads(common))] * len(gold), gold)
+    s = score(preds, gold)
+    assert s["cpt_f1"] > trivial["cpt_f1"] and s["objective"] > trivial["objective"]
 
     # ... and `opclaim eval` scores the file like any LLM configuration's.
     assert cli_main(["eval", "--predictions", str(out), "--gold", str(d / "test.jsonl"), "--out",

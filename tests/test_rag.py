@@ -262,7 +262,7 @@ def test_cli_bad_input_exit_2(tmp_path, corpus, capsys):
     assert (tmp_path / "junk" / "keep.txt").exists()  # never deletes a folder that is not an index
 
 
-def test_cli_build_then_query_subprocess(tmp_path, corpus, cli_env, capsys):
+def test_cli_build_then_query(tmp_path, corpus, cli_env, capsys):
     from conftest import opclaim_exe
 
     train = write_cases_file(tmp_path / "train.jsonl", corpus[:12])
@@ -272,18 +272,17 @@ def test_cli_build_then_query_subprocess(tmp_path, corpus, cli_env, capsys):
                      "--batch-size", "4", "--threads", "1"]) == 0
     captured = capsys.readouterr()
     assert corpus[2].note[:30] not in captured.out + captured.err
-    # The installed console script, as a user runs it.
-    q = subprocess.run([opclaim_exe(), "rag", "query", "--index", str(tmp_path / "idx"), "--note-file", str(note),
-                        "--k", "2", "--exclude-id", corpus[2].id, "--train", str(train)],
-                       env=cli_env, capture_output=True, text=True, timeout=300)
-    assert q.returncode == 0, q.stderr
-    rows = [json.loads(x) for x in q.stdout.splitlines()]
+    assert cli_main(["rag", "query", "--index", str(tmp_path / "idx"), "--note-file", str(note),
+                     "--k", "2", "--exclude-id", corpus[2].id, "--train", str(train)]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(x) for x in captured.out.splitlines()]
     assert [r["rank"] for r in rows] == [1, 2] and corpus[2].id not in {r["id"] for r in rows}
     assert rows[0]["distance"] <= rows[1]["distance"]
     assert Claim.from_dict(rows[0]["claim"]).cpt_set() == corpus[2].claim.cpt_set()
-    assert corpus[2].note[:30] not in q.stdout + q.stderr
-    assert cli_main(["rag", "query", "--index", str(tmp_path / "idx"), "--note-file", str(note),
-                     "--train", str(note)]) == 2
-    assert "another training file" in capsys.readouterr().err
+    assert corpus[2].note[:30] not in captured.out + captured.err
+    # The installed console script, as a user runs it (this refusal needs no model load).
+    q = subprocess.run([opclaim_exe(), "rag", "query", "--index", str(tmp_path / "idx"), "--note-file", str(note),
+                        "--train", str(note)], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert q.returncode == 2 and "another training file" in q.stderr, q.stderr
     assert cli_main(["rag", "query", "--index", str(tmp_path / "idx"), "--note-file", str(note), "--render"]) == 0
     assert capsys.readouterr().out.count("Relevant Example Claim") == 2
