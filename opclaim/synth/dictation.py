@@ -153,8 +153,8 @@ def _indications(rng: random.Random, s: Scenario) -> str:
     article = "an" if str(s.age).startswith("8") or s.age in (11, 18) else "a"
     parts = [f"This is {article} {s.age}-year-old {who} with {first.pre[0].words}"
              + (f" of the {formal_place(first)}" if formal_place(first) else "") + "."]
-    if s.detail >= 8:
-        parts += rng.sample(_HISTORY, min(len(_HISTORY), s.detail // 2))
+    if s.detail >= 5:
+        parts += rng.sample(_HISTORY, min(len(_HISTORY), (s.detail - 3) // 2))
     parts.append("Surgery was recommended." if s.short else rng.choice([
         f"{he} has failed conservative management and, after a discussion of the risks, benefits and alternatives, elected to proceed.",
         f"Symptoms have progressed despite nonoperative care and now limit {his} daily activities; surgery was recommended.",

@@ -235,8 +235,8 @@ def draw(rng: random.Random, case_id: str, length: str = "real") -> Scenario:
     if length == "short":
         detail = 0
     else:
-        r = rng.random()
-        detail = rng.randint(10, 22) if r < 0.06 else (rng.randint(3, 8) if r < 0.35 else rng.randint(0, 2))
+        # Log-normal: most reports are routine, a few run to pages (the long tail past 1,500 tokens).
+        detail = min(22, int(rng.lognormvariate(0.6, 1.0)))
     anesthesia = {"needle": "local", "laser": "topical", "eye": "mac", "endo": "mac", "bronch": "mac"}.get(proc.approach, "general")
     if proc.approach in ("eye",) and rng.random() < 0.2:
         anesthesia = "block"
