@@ -78,7 +78,7 @@ def boxplot(runs: list[Run]) -> str | None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(4 + 2.2 * len(runs), 3.6), sharey=True)
-    for ax, (comp, title) in zip(axes, [("icd10", "ICD-10-CM"), ("cpt", "CPT"), ("modifier", "Modifiers")]):
+    for ax, (comp, title) in zip(axes, [("icd10", "ICD-10-CM"), ("cpt", "CPT"), ("modifier", "Modifiers")], strict=False):
         data, labels = [], []
         for run in runs:
             for k, name in (("p", "P"), ("r", "R")):

@@ -60,7 +60,7 @@ def score_loop(golds: list[str], outputs: list[str], meteor: bool | None = None)
     """The plain single-process loop (the reference the parallel path must equal)."""
     if meteor is None:
         meteor = meteor_unavailable() is None
-    return _score_chunk((list(zip(golds, outputs)), meteor))
+    return _score_chunk((list(zip(golds, outputs, strict=False)), meteor))
 
 
 def score_all(golds: list[str], outputs: list[str], workers: int | None = None,
@@ -72,7 +72,7 @@ def score_all(golds: list[str], outputs: list[str], workers: int | None = None,
         raise ValueError("golds and outputs differ in length")
     meteor = meteor_unavailable() is None
     workers = workers or min(len(os.sched_getaffinity(0)), 8)
-    pairs = list(zip(golds, outputs))
+    pairs = list(zip(golds, outputs, strict=False))
     unique = list(dict.fromkeys(pairs))
     n = len(unique)
     if workers <= 1 or n < min_parallel:
@@ -85,7 +85,7 @@ def score_all(golds: list[str], outputs: list[str], workers: int | None = None,
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for part in pool.map(_score_chunk, chunks):
                 scored.extend(part)
-    by_pair = dict(zip(unique, scored))
+    by_pair = dict(zip(unique, scored, strict=False))
     return [by_pair[p] for p in pairs]
 
 

@@ -106,7 +106,7 @@ def test_block_matches_independent_definitions(run, comp):
 def test_f1_is_from_means_not_mean_of_f1(run):
     ps = [s.p["icd10"] for s in run.scores]
     rs = [s.r["icd10"] for s in run.scores]
-    mean_f1 = np.mean([2 * p * r / (p + r) if p + r else 0 for p, r in zip(ps, rs)])
+    mean_f1 = np.mean([2 * p * r / (p + r) if p + r else 0 for p, r in zip(ps, rs, strict=False)])
     assert abs(run.block["icd10"]["f1"] - mean_f1) > 1e-3
 
 
@@ -185,10 +185,10 @@ def test_parallel_text_metrics_identical_to_loop():
 
 
 def test_meteor_unavailable_without_wordnet(tmp_path):
-    code = ("import nltk; nltk.data.path[:] = [%r]\n"
+    code = (f"import nltk; nltk.data.path[:] = [{str(tmp_path)!r}]\n"
             "from eval import textmetrics\n"
             "s = textmetrics.score_all(['a b'], ['a b'])\n"
-            "import json; print(json.dumps(textmetrics.means(s)))") % str(tmp_path)
+            "import json; print(json.dumps(textmetrics.means(s)))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     d = json.loads(res.stdout.strip().splitlines()[-1])
