@@ -118,6 +118,24 @@ _POST = [
     "The surgical site was re-examined at the end of the procedure after the release of any retraction, and there was no hematoma or expanding swelling.",
 ]
 
+# Other ways surgeons name the same operation (the catalog name stays the most common one).
+SYNONYMS = {
+    "66984": ["cataract extraction by phacoemulsification with posterior chamber lens implant",
+              "extracapsular cataract extraction with intraocular lens placement"],
+    "47562": ["cholecystectomy, laparoscopic", "laparoscopic removal of the gallbladder"],
+    "29881": ["knee arthroscopy with partial medial meniscectomy"],
+    "27447": ["total knee replacement", "primary total knee arthroplasty"],
+    "27130": ["total hip replacement", "primary total hip arthroplasty"],
+    "44970": ["appendectomy, laparoscopic"],
+    "42826": ["palatine tonsillectomy"],
+    "52000": ["diagnostic cystoscopy"],
+    "64721": ["median nerve decompression at the carpal tunnel"],
+    "67028": ["intravitreal anti-VEGF injection"],
+    "29827": ["rotator cuff repair, arthroscopic"],
+    "49650": ["laparoscopic inguinal herniorrhaphy with mesh"],
+    "45385": ["colonoscopy with polypectomy by snare technique"],
+}
+
 # Long-form history for the long tail (some reports carry pages of history).
 _HISTORY = [
     "The symptoms began gradually over the past year and have steadily worsened. The patient describes difficulty with work and with household tasks, and reports that symptoms are worse at the end of the day and improve only partially with rest.",
@@ -237,7 +255,7 @@ def write(rng: random.Random, s: Scenario) -> str:
     first = s.done[0]
     pre = [formal_dx(d, dx) for d in s.done for dx in d.pre]
     post = [formal_dx(d, dx) for d in s.done for dx in d.post]
-    procs = [formal_proc(d) for d in s.done]
+    procs = [formal_proc(d, rng.choice([d.proc.name] + SYNONYMS.get(d.proc.cpt, []))) for d in s.done]
     header = [f"OPERATIVE REPORT\nDATE OF OPERATION: {_fmt_date(rng, s.date)}\nMEDICAL RECORD NUMBER: {s.mrn}"]
     dxs = [f"{rng.choice(_HDR['pre'])}: {_numbered(pre)}",
            f"{rng.choice(_HDR['post'])}: " + ("Same." if post == pre and rng.random() < 0.6 else _numbered(post))]

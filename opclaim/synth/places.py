@@ -51,9 +51,10 @@ def formal_dx(d: Done, dx) -> str:
     return f"{dx.words[0].upper()}{dx.words[1:]}, {place}" if place else f"{dx.words[0].upper()}{dx.words[1:]}"
 
 
-def formal_proc(d: Done) -> str:
+def formal_proc(d: Done, name: str | None = None) -> str:
     place = formal_place(d)
-    name = d.proc.name[0].upper() + d.proc.name[1:]
+    name = name or d.proc.name
+    name = name[0].upper() + name[1:]
     return f"{name}, {place}" if place else name
 
 
@@ -62,6 +63,7 @@ def terse_dx(d: Done, dx) -> str:
     return f"{place} {dx.terse}" if place else dx.terse
 
 
-def terse_proc(d: Done) -> str:
+def terse_proc(d: Done, name: str | None = None) -> str:
     place = terse_place(d)
-    return f"{place} {d.proc.terse}" if place else d.proc.terse
+    name = name or d.proc.terse
+    return f"{place} {name}" if place else name

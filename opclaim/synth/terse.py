@@ -12,6 +12,11 @@ from opclaim.synth.names import MEDS
 from opclaim.synth.places import terse_dx, terse_place, terse_proc
 from opclaim.synth.scenario import Scenario
 
+# Other shorthand for the same operation.
+SYNONYMS = {"66984": ["CE/IOL", "phaco/IOL"], "47562": ["LC", "lap CCY"], "29881": ["knee scope, PMM", "KA w/ PMM"],
+            "27447": ["TKR"], "27130": ["THR"], "44970": ["lap appendectomy"], "42826": ["tonsillectomy"],
+            "52000": ["cysto (dx)"], "64721": ["CTR"], "67028": ["anti-VEGF IVI", "intravitreal inj"],
+            "29827": ["ASC RCR"], "49650": ["lap IHR (TEP) w/ mesh"], "45385": ["colo, snare polypectomy"]}
 _ANES = {"general": "GETA", "mac": "MAC/topical", "block": "retrobulbar + MAC", "local": "local (1% lido w/ epi)", "topical": "topical"}
 _BULLETS = {
     "eye": ["betadine prep, sterile drape, speculum", "paracenteses, visco to AC"],
@@ -104,11 +109,12 @@ def write(rng: random.Random, s: Scenario) -> str:
     L = [rng.choice(["op note", "brief op note", "op note (brief)"]) + f" {_date(rng, s.date)}", f"mrn {s.mrn}"]
     L.append("pre-op dx: " + "; ".join(pre))
     L.append("post-op dx: " + ("same" if post == pre else "; ".join(post)))
+    names = [terse_proc(d, rng.choice([d.proc.terse] + SYNONYMS.get(d.proc.cpt, []))) for d in s.done]
     if len(s.done) == 1:
-        L.append("proc: " + terse_proc(first))
+        L.append("proc: " + names[0])
     else:
         L.append("procs:")
-        L += [f"  {i}) {terse_proc(d)}" for i, d in enumerate(s.done, 1)]
+        L += [f"  {i}) {n}" for i, n in enumerate(names, 1)]
     L.append(f"surg: {s.surgeon.first[0]}. {s.surgeon.last} {s.surgeon.cred}")
     if s.assistants:
         for p, kind in s.assistants:
