@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import numpy as np
@@ -181,7 +180,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--notes", type=int, default=200, help="synthetic notes for the real-MiniLM run (0: skip)")
     ap.add_argument("--threads", type=int, help="torch/FAISS threads")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--json", action="store_true", help="print rows as JSON lines")
+    ap.add_argument("--json", action="store_true", help="also print rows as JSON lines")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     corpus = _unit(rng.standard_normal((max(args.n, 1), DIM)))
@@ -189,15 +188,13 @@ def main(argv=None) -> list[dict]:
     rows = search_rows(corpus, queries, args.k, f"random {args.n}", args.threads) if args.n else []
     if args.notes:
         rows += real_rows(args.notes, args.k, args.threads, args.batch_size)
-    for r in rows:
-        if args.json:
+    if args.json:
+        for r in rows:
             print(json.dumps(r))
-        else:
-            ratio = "" if r["ratio"] is None else f"  x{r['ratio']}"
-            print(f"{r['name']:<58} baseline={r['baseline']!s:>10}  value={r['value']!s:>10} {r['unit']}{ratio}"
-                  f"\n    {r['note']}", file=sys.stdout)
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    from bench import print_table
+
+    print_table(main())
