@@ -248,7 +248,8 @@ def draw(rng: random.Random, case_id: str, length: str = "real") -> Scenario:
         resident=resident, anesthesiologist=_person(rng), anesthesia=anesthesia, comorbid=comorbid,
         tobacco=tobacco, bmi=bmi, obesity_documented=obesity_documented, volume=volume,
         global_period=global_period, age=age, sex=sex, prior_surgeries=prior, ruled_out=ruled_out,
-        ebl=rng.choice([0, 5, 10, 15, 20, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500]),
+        ebl=rng.choice([0, 5, 10, 15, 20, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500] if proc.approach in _BIG
+                       else [0, 0, 1, 2, 5, 10, 15, 20]),
         lot=f"{rng.randint(10000, 99999)}", extension=f"{rng.randint(2000, 79999)}",
         mrn=f"{rng.randint(0, 99999999):08d}", detail=detail, short=length == "short")
 
