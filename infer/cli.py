@@ -1,0 +1,160 @@
+"""`opclaim infer` and `opclaim merge`. The same arguments work under
+`accelerate launch --num_processes N -m infer ...` (see infer/__main__.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from opclaim.cli import verb
+from opclaim.errors import InputError
+
+INFER_EXAMPLES = """
+opclaim infer --model runs/merged --mode finetuned --cases test.jsonl --out preds.jsonl --batch-size 16
+opclaim infer --model models/phi3 --adapter runs/qlora/adapter --mode finetuned --cases test.jsonl --out preds.jsonl --load-4bit
+opclaim infer --model models/smollm2 --mode rag --rag-index runs/rag --cases test.jsonl --out rag.jsonl
+opclaim infer --model runs/merged --mode finetuned --cases test.jsonl --out c.jsonl --constrain --cpt-from train.jsonl
+accelerate launch --num_processes 2 -m infer --model runs/merged --mode finetuned --cases test.jsonl --out preds.jsonl
+"""
+MERGE_EXAMPLES = """
+opclaim merge --model models/phi3 --adapter runs/qlora/adapter --out runs/merged
+opclaim merge --model models/phi3 --adapter runs/qlora/adapter --out runs/merged-bf16 --from-bf16
+"""
+
+
+def add_infer_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="base or merged model folder (safetensors)")
+    p.add_argument("--adapter", help="PEFT adapter folder from `train` (merged in memory unless --load-4bit)")
+    p.add_argument("--mode", required=True, choices=["base", "rag", "finetuned"], help="the study's prompt configuration")
+    p.add_argument("--cases", required=True, help="cases JSONL (validated strictly)")
+    p.add_argument("--out", required=True, help="predictions JSONL (0600); reruns resume into it")
+    p.add_argument("--rag-index", help="index folder from `opclaim rag build` (rag mode)")
+    p.add_argument("--k", type=int, default=2, help="example claims per RAG prompt (study: 2)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (1 = the study's loop)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="study: 512")
+    p.add_argument("--repetition-penalty", type=float, default=1.1, help="study: 1.1")
+    p.add_argument("--load-4bit", action="store_true", help="load the base in nf4 (bitsandbytes), as the study")
+    p.add_argument("--constrain", action="store_true", help="decode with the claim grammar: only listed codes")
+    p.add_argument("--icd-ref", help="ICD-10-CM list (one per line) instead of all billable CMS codes")
+    p.add_argument("--cpt-ref", help="CPT/HCPCS list (one per line)")
+    p.add_argument("--cpt-from", help="cases file (e.g. the training set) whose CPT codes are allowed")
+    p.add_argument("--mod-ref", help="modifier list replacing the built-in table")
+    p.add_argument("--grammar-cache", help="folder for compiled grammars (default ~/.cache/opclaim/grammars)")
+    p.add_argument("--config-name", help="the 'config' value of every row (default: the mode)")
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="vllm: GPU only, extra [serve]")
+    p.add_argument("--tensor-parallel", type=int, default=1, help="GPUs per model (vllm engine)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores / ranks)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subs) -> None:
+    p = verb(subs, "infer", "Generate claims for cases (batched greedy, resumable, optional grammar).",
+             INFER_EXAMPLES, main)
+    add_infer_arguments(p)
+    m = verb(subs, "merge", "Merge a LoRA adapter into its base model and save a plain model folder.",
+             MERGE_EXAMPLES, merge_main)
+    m.add_argument("--model", required=True, help="base model folder the adapter was trained on")
+    m.add_argument("--adapter", required=True, help="PEFT adapter folder")
+    m.add_argument("--out", required=True, help="output model folder")
+    m.add_argument("--from-bf16", action="store_true",
+                   help="merge into the original weights, not the NF4-dequantised ones of a 4-bit-trained adapter")
+    m.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="saved dtype (default: the base's torch_dtype, float32 if unknown)")
+
+
+# ---------------------------------------------------------------- infer
+def _check_inputs(args):
+    """Everything cheap first, so bad input fails before a model loads."""
+    from opclaim.io import read_cases
+    from opclaim.registry import check_model_dir
+
+    if args.batch_size < 1:
+        raise InputError("must be >= 1", field="--batch-size")
+    if args.max_new_tokens < 1:
+        raise InputError("must be >= 1", field="--max-new-tokens")
+    cases = read_cases(args.cases)
+    if args.mode == "rag":
+        if not args.rag_index:
+            raise InputError("rag mode needs --rag-index DIR (build one with `opclaim rag build`)",
+                             field="--rag-index")
+        if not Path(args.rag_index).is_dir():
+            raise InputError("RAG index folder not found", file=args.rag_index)
+    elif args.rag_index:
+        raise InputError(f"--rag-index is only used in rag mode, not {args.mode}", field="--rag-index")
+    check_model_dir(args.model)
+    if args.adapter and not Path(args.adapter).is_dir():
+        raise InputError("adapter folder not found", file=args.adapter)
+    return cases
+
+
+def prepare(args):
+    """(cases, prompts, engine, config) for a run; shared by one process and by N ranks."""
+    from infer import generate
+
+    cases = _check_inputs(args)
+    if args.engine == "vllm":
+        from infer.engines import VllmEngine
+
+        engine_cls = VllmEngine.check()  # clear InputError when vllm or a GPU is missing
+    else:
+        engine_cls = None
+    loaded = generate.load(args.model, args.adapter, load_4bit=args.load_4bit)
+    config = {"config_name": args.config_name or args.mode, "mode": args.mode, "format": loaded.fmt.name,
+              **loaded.info, "num_beams": 1, "do_sample": False,
+              "repetition_penalty": args.repetition_penalty, "max_new_tokens": args.max_new_tokens,
+              "engine": args.engine, "constrain": None}
+    retriever = None
+    if args.mode == "rag":
+        from rag.retrieve import Retriever
+
+        retriever = Retriever.load(args.rag_index)
+        config.update(rag_index=str(Path(args.rag_index).resolve()), rag_fingerprint=generate._fingerprint(
+            Path(args.rag_index)), k=args.k)
+    prompts_text = generate.build_prompts(cases, args.mode, loaded, retriever, k=args.k)
+    grammar = ebnf = None
+    if args.constrain:
+        from infer import constrain
+
+        lists = constrain.code_lists(args.icd_ref, args.cpt_ref, args.cpt_from, args.mod_ref)
+        ebnf = constrain.claim_ebnf(loaded.fmt, lists, private_markers=False)  # for vllm's own xgrammar
+        config.update(code_lists=lists.sources, code_lists_digest=lists.digest())
+        if engine_cls is None:
+            grammar = constrain.for_model(loaded, lists, cache=Path(args.grammar_cache) if args.grammar_cache else None)
+            config["constrain"] = grammar.key
+        else:
+            config["constrain"] = lists.digest()
+    if engine_cls is not None:
+        engine = engine_cls(args.model, loaded, tensor_parallel=args.tensor_parallel,
+                            repetition_penalty=args.repetition_penalty, ebnf=ebnf)
+    else:
+        engine = generate.HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar)
+    return cases, prompts_text, engine, config
+
+
+def main(args) -> int:
+    import torch
+
+    from infer import generate, parallel
+
+    world = parallel.world_size()
+    torch.set_num_threads(args.threads or max(1, (torch.get_num_threads() if world == 1
+                                                  else (__import__("os").cpu_count() or 1) // world)))
+    cases, prompts_text, engine, config = prepare(args)
+    kwargs = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+              "progress": not args.no_progress}
+    if world > 1:
+        stats = parallel.run_sharded(cases, prompts_text, engine, Path(args.out), config, **kwargs)
+    else:
+        stats = generate.run(cases, prompts_text, engine, args.out, config, **kwargs)
+    if stats is not None:
+        print(f"wrote {args.out}: {stats['rows']} rows ({stats['generated']} generated, "
+              f"{stats['skipped']} already done, {stats['too_long']} over the context)")
+    return 0
+
+
+# ---------------------------------------------------------------- merge
+def merge_main(args) -> int:
+    from infer.merge import merge
+
+    info = merge(args.model, args.adapter, args.out, from_bf16=args.from_bf16, dtype=args.dtype)
+    print(f"wrote {args.out} (merged into {info['merged_into']} weights)")
+    return 0
