@@ -1,0 +1,109 @@
+"""opclaim merge on the tiny Phi-3: merged greedy outputs == unmerged PEFT outputs (fp32 and nf4 bases)."""
+
+import json
+
+import pytest
+import torch
+
+import prompts
+from opclaim.registry import load_model
+
+NOTES = ["Laparoscopic cholecystectomy for symptomatic cholelithiasis.",
+         "Open appendectomy. The appendix was inflamed but not perforated. Skin closed with staples.",
+         "Right inguinal hernia repair with mesh."]
+TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"]
+
+
+def _adapter(model, out, run_info):
+    """A LoRA with random (non-zero) B on every linear layer: merging changes the model."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, init_lora_weights=False))
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:  # strong enough to change greedy outputs of the random model
+            p.data.normal_(0, 0.5)
+    peft.save_pretrained(out, safe_serialization=True)
+    (out / "opclaim_run.json").write_text(json.dumps(run_info))
+    return peft
+
+
+def _outputs(model, tokenizer):
+    from infer.generate import Loaded, generate_batch
+
+    fmt = prompts.detect_format(tokenizer)
+    loaded = Loaded(model.eval(), tokenizer, fmt, prompts.end_of_claim_ids(fmt, tokenizer))
+    return generate_batch(loaded, [prompts.prompt(n, "finetuned", fmt=fmt) for n in NOTES], max_new_tokens=20)[0]
+
+
+def test_merge_fp32_equals_unmerged_peft(tiny_phi3_dir, tiny_tokenizer, tmp_path):
+    from opclaim.cli import main
+
+    base_out = _outputs(load_model(tiny_phi3_dir), tiny_tokenizer)
+    peft = _adapter(load_model(tiny_phi3_dir), tmp_path / "adapter",
+                    {"prompt_format": "phi3", "model": {"load_in_4bit": False}})
+    unmerged = _outputs(peft, tiny_tokenizer)
+    assert unmerged != base_out  # the adapter matters, so equality below is meaningful
+    assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "merged")]) == 0
+    merged_dir = tmp_path / "merged"
+    assert _outputs(load_model(merged_dir), tiny_tokenizer) == unmerged
+    gen = json.loads((merged_dir / "generation_config.json").read_text())
+    end = tiny_tokenizer.convert_tokens_to_ids("<|end|>")
+    assert end in gen["eos_token_id"]
+    assert json.loads((merged_dir / "opclaim_run.json").read_text())["prompt_format"] == "phi3"
+    assert json.loads((merged_dir / "opclaim_merge.json").read_text())["merged_into"] == "original"
+    assert not list(merged_dir.glob("*.bin")) and list(merged_dir.glob("*.safetensors"))
+
+
+def test_merge_4bit_adapter_into_dequantised_nf4(tiny_phi3_dir, tiny_tokenizer, tmp_path):
+    """Adapter trained on a real bitsandbytes nf4 base: the default merge reproduces the
+    unmerged 4-bit PEFT model; --from-bf16 merges into the original weights instead."""
+    from safetensors.torch import load_file
+    from transformers import BitsAndBytesConfig
+
+    from opclaim.cli import main
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.float32)
+    base4 = load_model(tiny_phi3_dir, dtype=torch.float32, quantization_config=q)
+    assert type(base4.model.layers[0].self_attn.qkv_proj).__name__ == "Linear4bit"
+    peft = _adapter(base4, tmp_path / "adapter", {"model": {"load_in_4bit": True}})
+    unmerged = _outputs(peft, tiny_tokenizer)
+
+    assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "nf4")]) == 0
+    assert json.loads((tmp_path / "nf4" / "opclaim_merge.json").read_text())["merged_into"] == "nf4-dequantised"
+    assert "quantization_config" not in json.loads((tmp_path / "nf4" / "config.json").read_text())
+    assert _outputs(load_model(tmp_path / "nf4"), tiny_tokenizer) == unmerged
+
+    assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "orig"), "--from-bf16"]) == 0
+    w_nf4 = load_file(str(tmp_path / "nf4" / "model.safetensors"))
+    w_orig = load_file(str(tmp_path / "orig" / "model.safetensors"))
+    key = "model.layers.0.self_attn.qkv_proj.weight"
+    assert not torch.equal(w_nf4[key], w_orig[key])  # quantisation error is what separates them
+    assert torch.allclose(w_nf4[key], w_orig[key], atol=0.5)
+
+
+def test_merge_refuses_adapter_for_another_base(tiny_phi3_dir, tmp_path, capsys):
+    from opclaim.cli import main
+    from opclaim.registry import build_tiny_phi3
+
+    other = build_tiny_phi3(tmp_path / "other", hidden=32)
+    _adapter(load_model(other), tmp_path / "adapter", {})
+    assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "another base" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("missing", ["adapter_config.json", "adapter_model.safetensors"])
+def test_merge_refuses_incomplete_adapter(tiny_phi3_dir, tmp_path, capsys, missing):
+    from opclaim.cli import main
+
+    _adapter(load_model(tiny_phi3_dir), tmp_path / "adapter", {})
+    (tmp_path / "adapter" / missing).unlink()
+    assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "m")]) == 2
+    assert missing.split(".")[0] in capsys.readouterr().err
