@@ -26,9 +26,9 @@ class ModelArgs:
 @dataclass
 class DataArgs:
     train_file: str = field(default="", metadata={"help": "Cases JSONL for training."})
-    val_file: str | None = field(default=None, metadata={"help": "Cases JSONL for validation loss."})
+    eval_file: str | None = field(default=None, metadata={"help": "Cases JSONL for validation loss."})
     val_fraction: float = field(
-        default=0.1, metadata={"help": "Held out from train_file when val_file is not given (0 = none)."})
+        default=0.1, metadata={"help": "Held out from train_file when eval_file is not given (0 = none)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train cases."})
     max_val_samples: int | None = field(default=None, metadata={"help": "Use only the first N val cases."})
     prompt_format: str = field(default="auto", metadata={"help": "auto | phi3 | generic."})

@@ -19,10 +19,10 @@ def choose_format(tokenizer, name: str = "auto"):
 
 
 def load_splits(args) -> dict[str, list[Case]]:
-    """{"train": [...], "val": [...]}; val comes from val_file or a seeded slice of train_file."""
+    """{"train": [...], "val": [...]}; val comes from eval_file or a seeded slice of train_file."""
     train = read_cases(args.train_file)
-    if args.val_file:
-        val = read_cases(args.val_file)
+    if args.eval_file:
+        val = read_cases(args.eval_file)
     elif args.val_fraction > 0 and len(train) > 1:
         shuffled = train[:]
         random.Random(0).shuffle(shuffled)  # fixed seed: the same cases are held out on every rank

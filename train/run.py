@@ -72,6 +72,8 @@ def plot_losses(history: list[dict], out: Path) -> None:
 def main(margs, dargs, targs) -> int:
     import torch
 
+    from transformers import set_seed
+
     from train.trainer import ClaimSFTTrainer
 
     t0 = time.time()
@@ -85,6 +87,9 @@ def main(margs, dargs, targs) -> int:
     if val_ds is None:
         targs.eval_strategy = "no"
 
+    # Seed before the adapter exists: LoRA A is initialised randomly when the model is wrapped,
+    # which happens before Trainer seeds; without this two same-seed runs differ.
+    set_seed(targs.seed)
     model, facts = model_mod.load_base(margs)
     callbacks = [checkpoint.CompletionMarker(), stopper := checkpoint.StopOnSignal()]
     trainer = ClaimSFTTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,

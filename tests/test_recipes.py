@@ -1,0 +1,80 @@
+"""Every recipe parses into the training dataclasses; every ds_config loads and is consistent."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+RECIPES = sorted((ROOT / "train" / "recipes").glob("*.yaml"))
+ACCEL = sorted((ROOT / "ds_configs").glob("*.yaml"))
+DS_JSON = sorted((ROOT / "ds_configs").glob("*.json"))
+STUDY = {"lora_r": 64, "lora_alpha": 16, "lora_dropout": 0.1, "load_in_4bit": True}
+
+
+def test_all_present():
+    names = {p.name for p in RECIPES}
+    assert {"phi3-mini-128k_qlora_zero3-4gpu.yaml", "phi3-medium-128k_qlora_zero3-4gpu.yaml",
+            "smollm2-135m_qlora_cpu.yaml", "tiny-phi3_qlora_zero3-cpu2.yaml"} <= names
+    assert {"zero3-4gpu.yaml", "single-gpu.yaml", "zero3-cpu2.yaml", "zero3-multinode.yaml"} <= {p.name for p in ACCEL}
+    assert {"zero3.json", "zero3-cpu.json"} <= {p.name for p in DS_JSON}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_parses(recipe):
+    from train.run import parse
+
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith("# ") and "-m train --config train/recipes/" + recipe.name in first
+    launcher = first.split("--config_file ")[1].split()[0] if "--config_file" in first else None
+    if launcher:
+        assert (ROOT / launcher).is_file(), launcher
+    margs, dargs, targs = parse(["--config", str(recipe), "--output_dir", "/tmp/opclaim-recipe-test"])
+    assert targs.report_to == ["tensorboard"]
+    assert targs.save_total_limit and targs.save_steps
+    if "phi3-m" in recipe.name:  # the study's settings, line by line
+        for k, v in STUDY.items():
+            assert getattr(margs, k) == v, k
+        assert margs.lora_target_modules == ["o_proj", "qkv_proj", "gate_up_proj", "down_proj", "lm_head"]
+        assert targs.bf16 and margs.attn_implementation == "auto"
+    if "cpu" in recipe.name:
+        assert not targs.bf16 and targs.use_cpu
+
+
+def test_cli_overrides_recipe():
+    from train.run import parse
+
+    margs, dargs, targs = parse(["--config", str(ROOT / "train/recipes/tiny-phi3_qlora_zero3-cpu2.yaml"),
+                                 "--max_steps", "7", "--lora_r", "8", "--train_file", "x.jsonl"])
+    assert (targs.max_steps, margs.lora_r, dargs.train_file) == (7, 8, "x.jsonl")
+
+
+@pytest.mark.parametrize("path", ACCEL, ids=lambda p: p.name)
+def test_accelerate_config_loads(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(path))
+    raw = yaml.safe_load(path.read_text())
+    assert path.read_text().startswith("# ")
+    if raw["distributed_type"] == "DEEPSPEED":
+        ds = ROOT / cfg.deepspeed_config["deepspeed_config_file"]
+        assert ds.is_file()
+        assert json.loads(ds.read_text())["zero_optimization"]["stage"] == 3
+    if path.name == "zero3-multinode.yaml":
+        assert "machine_rank" not in raw and "main_process_ip" not in raw  # filled from SLURM at launch
+        assert "$SLURM_NODEID" in path.read_text()
+
+
+@pytest.mark.parametrize("path", DS_JSON, ids=lambda p: p.name)
+def test_deepspeed_json(path):
+    from accelerate.utils import DeepSpeedPlugin
+
+    cfg = json.loads(path.read_text())
+    assert cfg["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    if "cpu" in path.name:
+        assert "train_batch_size" not in cfg  # Trainer mis-fills it on CPU ranks
+        assert cfg["bf16"]["enabled"] is False
+    plugin = DeepSpeedPlugin(hf_ds_config=str(path))
+    assert plugin.zero_stage == 3
