@@ -246,3 +246,29 @@ def test_native_auto_map_is_accepted(tiny_phi3_dir, keys, tmp_path):
     (src / "config.json").write_text(json.dumps(cfg))
     manifest = bundle.verify(bundle.create(src, keys[0], tmp_path / "b"), keys[1])
     assert "model/modeling_phi3.py" not in manifest["files"]  # Python files never travel
+
+
+def test_good_bundle_round_trips_into_opclaim_infer(tiny_phi3_dir, adapter_dir, keys, tmp_path, cli_env):
+    """Create -> verify (CLI, no network) -> `opclaim infer` straight from the bundle's folders."""
+    from opclaim.io import write_cases
+    from opclaim.synth import generate_cases
+
+    exe = opclaim_exe()
+    b = tmp_path / "bundle"
+    r = subprocess.run(["unshare", "-n", exe, "bundle", "create", str(tiny_phi3_dir), "--adapter", str(adapter_dir),
+                        "--key", str(keys[0]), "--out", str(b)], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["unshare", "-n", exe, "bundle", "verify", str(b), "--key", str(keys[1])],
+                       capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 0, r.stderr
+    cases = generate_cases(2, seed=11, style="terse", length="short")
+    write_cases(tmp_path / "cases.jsonl", cases)
+    preds = tmp_path / "preds.jsonl"
+    r = subprocess.run(["unshare", "-n", exe, "infer", "--model", str(b / "model"), "--adapter", str(b / "adapter"),
+                        "--mode", "finetuned", "--cases", str(tmp_path / "cases.jsonl"), "--out", str(preds),
+                        "--max-new-tokens", "8"], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in preds.read_text().splitlines() if x.strip()]
+    assert sorted(p["id"] for p in rows) == sorted(c.id for c in cases)
+    # Nothing in the bundle changed by being used.
+    assert bundle.verify(b, keys[1])
