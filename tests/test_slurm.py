@@ -1,6 +1,6 @@
 """slurm/*.sbatch and slurm/pipeline.sh on a real one-node SLURM cluster (tests/slurm_cluster.sh).
 
-One pipeline run (train -> infer -> eval, `sbatch --wait`) serves every test here: its training
+One pipeline run (train -> 2-rank infer -> eval, `sbatch --wait`) serves every test here: its training
 job is preempted mid-run (USR1 to the batch script, as `--signal=B:USR1@120` does before the time
 limit), requeues itself and resumes from its complete checkpoint; then inference and evaluation
 run on the finished adapter. The notes carry a PHI canary that must not reach any job log.
@@ -66,7 +66,7 @@ def pipeline_run(slurm_env, tiny_phi3_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("slurm-pipeline")
     train, test = write_canary_data(base, n_train=24, n_test=6)
     out = base / "run"
-    env = dict(slurm_env, INFER_ARGS="--max-new-tokens 48 --batch-size 6")
+    env = dict(slurm_env, INFER_ARGS="--max-new-tokens 48 --batch-size 3", INFER_PROCS="2")
     cmd = [str(ROOT / "slurm" / "pipeline.sh"), "--model", str(tiny_phi3_dir), "--train", str(train),
            "--test", str(test), "--out", str(out), "--bootstrap", "50", "--wait", "--",
            "--max_steps", str(MAX_STEPS), "--logging_steps", "1", "--save_steps", "1000",
