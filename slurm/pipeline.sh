@@ -16,7 +16,7 @@
 #   -- ARGS            extra `--key value` overrides for the training recipe
 # Variables (environment):
 #   ACCEL_CONFIG, PROCS_PER_NODE, MAIN_PORT   see slurm/train.sbatch
-#   BUNDLE_KEY                                 see slurm/infer.sbatch
+#   BUNDLE_KEY, INFER_PROCS                    see slurm/infer.sbatch
 #   INFER_ARGS     extra `opclaim infer` options, e.g. "--batch-size 8 --max-new-tokens 256"
 #   EVAL_EXTRA     extra `opclaim eval` options, e.g. "--icd-ref lists/icd.txt"
 #   SBATCH_ARGS    extra sbatch options for every job (e.g. "--partition=gpu --time=04:00:00")

@@ -91,7 +91,8 @@ up() {
     command -v slurmctld >/dev/null && command -v munged >/dev/null ||
         die "install the Debian packages: apt-get install slurm-wlm munge"
     mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
-    [[ -s "$CONF" ]] || write_conf
+    # Rewrite the config unless the daemons already run on it (host name or memory may differ).
+    alive "$DIR/slurmctld.pid" || write_conf
     start_munge
     export SLURM_CONF="$CONF"
     # -i: ignore saved state from an earlier run, so `up` after a crash starts clean.
