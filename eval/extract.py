@@ -54,6 +54,12 @@ _MOD_TOKEN_RE = re.compile(r"([0-9A-Za-z]{2})(?![0-9A-Za-z])")
 _MOD_SEP_RE = re.compile(r"\s*(?:,|/|;|&|\band\b|\s)\s*", re.I)
 _NONE_RE = re.compile(r"\s*(?:none|n/a|n\.a\.|nil|null|-+|—|–)(?![0-9A-Za-z])", re.I)
 _ITEM_SEP_RE = re.compile(r"[\s,;|+]*(?:(?:and|&)(?![A-Za-z]))?[\s,;|+]*", re.I)
+_ICD_SEP_RE = re.compile(r"\s+(?:(?:and|&)\s+)?")
+_ICD_PIECES_RE = re.compile(r"[,;]|\s[•·]\s|\s\|\s")
+_PARENS_RE = re.compile(r"\([^()]*\)")
+_ATTACHED_RE = re.compile(r"-([0-9A-Za-z]{2})(?![0-9A-Za-z])")     # 47562-80
+_SPACED_RE = re.compile(r"\s+-\s*([0-9A-Z]{2})(?![0-9A-Za-z])")   # 47562 - 80 (digits or known only)
+_NEXT_CODE_RE = re.compile(r"[,;]\s*(?=(?:\d{4}[0-9FTUftu]|[A-Va-v]\d{4})(?![0-9A-Za-z]))")
 # Headers or items run together on one line (lost newlines) are split apart first.
 _SPLIT_RE = re.compile(r"(?=(?:ICD-10-CM Diagnoses|CPT Codes with Modifiers|Provider Name|Provider Billables)\s*:)"
                        r"|(?<=\S)\s+(?=CPT(?: Code)? \d{1,3}\s*:)", re.I)
@@ -125,8 +131,8 @@ def _icd_from_token(m) -> str | None:
 def _icd_line(line: str, out: Extraction) -> None:
     """A line of the ICD section: codes separated by , ; bullets or spaces; text after a code
     (its description) is ignored up to the next separator."""
-    line = re.sub(r"\([^()]*\)", " ", line)  # parenthesised descriptions
-    for piece in re.split(r"[,;]|\s[•·]\s|\s\|\s", line):
+    line = _PARENS_RE.sub(" ", line)  # parenthesised descriptions
+    for piece in _ICD_PIECES_RE.split(line):
         s = _ICD_LABEL_RE.sub("", _BULLET_RE.sub("", piece, count=1), count=1)
         pos = 0
         while True:
@@ -134,7 +140,7 @@ def _icd_line(line: str, out: Extraction) -> None:
             if not m:
                 break
             out.add_icd(_icd_from_token(m))
-            sep = re.compile(r"\s+(?:(?:and|&)\s+)?").match(s, m.end())
+            sep = _ICD_SEP_RE.match(s, m.end())
             if not sep:
                 break
             pos = sep.end()
@@ -186,12 +192,12 @@ def _cpt_items(s: str, pos: int, provider: str, out: Extraction) -> bool:
         mods: list[str] = []
         # attached modifiers: 47562-80, 47562-80-51, 47562 -80
         while True:
-            a = re.compile(r"-([0-9A-Za-z]{2})(?![0-9A-Za-z])").match(s, pos)
+            a = _ATTACHED_RE.match(s, pos)
             if a and _mod_ok(a.group(1)):
                 mods.append(a.group(1).upper())
                 pos = a.end()
                 continue
-            a = re.compile(r"\s+-\s*([0-9A-Z]{2})(?![0-9A-Za-z])").match(s, pos)
+            a = _SPACED_RE.match(s, pos)
             if a and (a.group(1).isdigit() or a.group(1) in MODIFIERS):
                 mods.append(a.group(1))
                 pos = a.end()
@@ -220,7 +226,7 @@ def _cpt_items(s: str, pos: int, provider: str, out: Extraction) -> bool:
 
 def _next_code_start(s: str, pos: int, end: int) -> int:
     """Where the next comma/semicolon-separated CPT code begins (so 'mod' search stays on this item)."""
-    m = re.compile(r"[,;]\s*(?=(?:\d{4}[0-9FTUftu]|[A-Va-v]\d{4})(?![0-9A-Za-z]))").search(s, pos, end)
+    m = _NEXT_CODE_RE.search(s, pos, end)
     return m.start() if m else end
 
 
