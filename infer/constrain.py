@@ -57,26 +57,12 @@ class CodeLists:
 
 
 def synth_cpt_codes() -> list[str] | None:
-    """The synthetic catalog's CPT codes, when the synth module exists."""
+    """The synthetic catalog's CPT codes, when the synth module exists (eval counts against it too)."""
     try:
-        from opclaim import synth
+        from opclaim.synth import catalog
     except ImportError:
         return None
-    for name in ("cpt_codes", "CPT_CODES", "cpt_catalog", "CPT_CATALOG", "CATALOG", "PROCEDURES"):
-        obj = getattr(synth, name, None)
-        obj = obj() if callable(obj) else obj
-        if not obj:
-            continue
-        codes = set()
-        for item in (obj.values() if isinstance(obj, dict) and not all(isinstance(k, str) and k[:1].isdigit()
-                                                                          for k in obj) else obj):
-            code = item if isinstance(item, str) else (item.get("cpt") if isinstance(item, dict)
-                                                       else getattr(item, "cpt", None))
-            if code:
-                codes.add(str(code))
-        if codes:
-            return sorted(codes)
-    return None
+    return sorted(catalog.all_cpt_codes())
 
 
 def code_lists(icd_ref=None, cpt_ref=None, cpt_from=None, mod_ref=None) -> CodeLists:

@@ -25,9 +25,11 @@ def shard_path(out: Path, rank: int, n: int) -> Path:
 
 def run_sharded(cases, prompts_text, engine, out: Path, config: dict, *, progress: bool = True, **kwargs):
     """Run this rank's share; on rank 0 merge everything. Returns stats on rank 0, None elsewhere."""
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # cpu=True makes accelerate join the ranks over gloo when there is no GPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
     rank, n = state.process_index, state.num_processes
     have = generate.check_resume(out, config)  # every rank reads the same files: same answer
     todo = sorted((i for i, c in enumerate(cases) if c.id not in have), key=lambda i: cases[i].id)
