@@ -190,19 +190,13 @@ def create(model_dir: str | Path, key: str | Path, out: str | Path, adapter: str
 
 def _add_model_card(stage: Path, parts: dict) -> None:
     """Every trained model carries a card: generate one when the source has a run record but no card."""
-    from opclaim.modelcard import is_opclaim_card, write_model_card
+    from opclaim.modelcard import find_latest_metrics, is_opclaim_card, write_model_card
 
     for name, src in parts.items():
         card = stage / name / "README.md"
         # PEFT's save_pretrained leaves a template README.md; replace anything that is not ours.
         if (stage / name / "opclaim_run.json").is_file() and not is_opclaim_card(card):
-            write_model_card(stage / name, metrics_path=_latest_metrics(src))
-
-
-def _latest_metrics(src: Path) -> Path | None:
-    from opclaim.modelcard import find_latest_metrics
-
-    return find_latest_metrics(src)
+            write_model_card(stage / name, metrics_path=find_latest_metrics(src))
 
 
 def _hashing_config():

@@ -19,6 +19,7 @@ from opclaim.io import atomic_write
 RUN_RECORD = "opclaim_run.json"
 CARD = "README.md"
 CARD_TAG = "tags: [opclaim,"
+COUNT_KEYS = ("cases", "n_cases", "n", "count", "records")
 METRIC_SECTIONS = ("icd10", "cpt", "modifier", "modifiers", "structure")
 
 INTENDED_USE = """\
@@ -78,24 +79,23 @@ def _base_model(run: dict) -> str:
 
 
 def _data_summary(run: dict) -> list[str]:
-    """Counts, services and date range only; any other field in the record is ignored."""
+    """Counts, services and date range only; any other field in the record is ignored.
+
+    Train records `{"train": {...}, "val": {...}}` (one summary per split); a flat summary works too."""
     data = _first(run, "data_summary", "data", default={}) or {}
     if not isinstance(data, dict):
         return ["- not recorded"]
-    lines = []
-    splits = [(k, v) for k, v in data.items()
-              if isinstance(v, dict) and any(c in v for c in ("n", "count", "cases", "n_cases"))]
-    for key, value in (data.items() if not splits else splits):
-        if isinstance(value, dict):
-            lines += _summary_lines(value, prefix=f"{key}: ")
-    if not splits:
+    splits = {k: v for k, v in data.items() if isinstance(v, dict) and any(c in v for c in COUNT_KEYS)}
+    if splits:
+        lines = [line for k, v in splits.items() for line in _summary_lines(v, prefix=f"{k}: ")]
+    else:
         lines = _summary_lines(data, prefix="")
     return lines or ["- not recorded"]
 
 
 def _summary_lines(d: dict, prefix: str) -> list[str]:
     out = []
-    for k in ("n", "count", "n_cases", "cases", "records"):
+    for k in COUNT_KEYS:
         if isinstance(d.get(k), int):
             out.append(f"- {prefix}{d[k]} cases")
             break
