@@ -168,3 +168,21 @@ def test_inputs_checked_before_anything_is_submitted(slurm_env, tiny_phi3_dir, t
         assert p.returncode == 2, (cmd, p.stderr)
         assert "not found" in p.stderr
     assert _jobs(slurm_env) == before
+
+
+def test_failed_training_cancels_the_rest_of_the_pipeline(slurm_env, tiny_phi3_dir, tmp_path):
+    """afterok + --kill-on-invalid-dep: a stage that fails cancels its dependants; --wait exits non-zero."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x1", "note": "n", "claim": {"icd10": ["not a code"]}}) + "\n")
+    r = subprocess.run([str(ROOT / "slurm" / "pipeline.sh"), "--model", str(tiny_phi3_dir), "--train", str(bad),
+                        "--test", str(bad), "--out", str(tmp_path / "run"), "--wait"],
+                       env=slurm_env, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0
+    assert "pipeline failed" in r.stderr
+    ids = dict(kv.split("=") for kv in r.stdout.split())
+    assert _job_field(slurm_env, ids["train"], "JobState") == "FAILED"
+    assert _job_field(slurm_env, ids["infer"], "JobState") == "CANCELLED"
+    assert _job_field(slurm_env, ids["eval"], "JobState") == "CANCELLED"
+    log = (tmp_path / "run" / "logs" / f"train-{ids['train']}.out").read_text()
+    assert "claim.icd10[0]" in log  # the bad field is named in the job log
+    assert not (tmp_path / "run" / "eval" / "metrics.json").exists()
