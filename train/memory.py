@@ -146,10 +146,13 @@ def plan(model: str, *, gpus: int, gpu_gb: float, seq_len: int, batch: int = 1, 
 
 def measure_peak(model_dir: str | Path, *, seq_len: int, batch: int = 1, steps: int = 2,
                  load_in_4bit: bool = True, grad_ckpt: bool = False, lora_r: int = 64) -> int:
-    """Peak live tensor bytes (torch.profiler memory events) over model load + LoRA train steps on CPU.
+    """Peak tensor bytes of LoRA training steps on CPU: resident model bytes (parameters and
+    buffers, counted exactly) + the peak of live allocations during the steps.
 
-    CPU has no allocator statistics like torch.cuda.max_memory_allocated, so we replay the
-    profiler's allocation/free events in time order and take the maximum running total."""
+    CPU has no allocator statistics like torch.cuda.max_memory_allocated, so the step part
+    replays torch.profiler's allocation/free events in time order and takes the maximum running
+    total. Model loading is left out on purpose: its transient peak depends on the loader, not
+    on training, and the planner answers "does training fit"."""
     import torch
     from peft import get_peft_model
     from torch.profiler import ProfilerActivity, profile
@@ -159,34 +162,38 @@ def measure_peak(model_dir: str | Path, *, seq_len: int, batch: int = 1, steps: 
     from train.model import bnb_config, keep_training_layout, lora_config
 
     torch.manual_seed(0)
+    kwargs = {"dtype": torch.float32, "attn_implementation": "sdpa"}
+    if load_in_4bit:
+        kwargs["quantization_config"] = bnb_config()
+    model = load_model(model_dir, **kwargs)
+    if load_in_4bit:
+        keep_training_layout(model)
+    model.config.use_cache = False
+    model = get_peft_model(model, lora_config(ModelArgs(model_name_or_path=str(model_dir), lora_r=lora_r)))
+    if grad_ckpt:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    model.train()
+    seen, resident = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:  # tied weights share storage
+            seen.add(key)
+            resident += t.untyped_storage().nbytes()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        kwargs = {"dtype": torch.float32, "attn_implementation": "sdpa"}
-        if load_in_4bit:
-            kwargs["quantization_config"] = bnb_config()
-        model = load_model(model_dir, **kwargs)
-        if load_in_4bit:
-            keep_training_layout(model)
-        model.config.use_cache = False
-        model = get_peft_model(model, lora_config(ModelArgs(model_name_or_path=str(model_dir), lora_r=lora_r)))
-        if grad_ckpt:
-            model.gradient_checkpointing_enable()
-            model.enable_input_require_grads()
-        model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        vocab = model.config.vocab_size
         for _ in range(steps):
-            ids = torch.randint(0, vocab, (batch, seq_len))
+            ids = torch.randint(0, vocab, (batch, seq_len), generator=gen)
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-    events = []
-    for e in prof.profiler.kineto_results.events():
-        if e.name() == "[memory]":
-            events.append((e.start_ns(), e.nbytes()))
-    events.sort()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
     live = peak = 0
     for _, nbytes in events:
         live += nbytes
         peak = max(peak, live)
-    return peak
+    return resident + peak
