@@ -139,18 +139,19 @@ def knn_main(args) -> int:
     from rag import knn
     from rag.retrieve import Retriever
 
+    cases = read_cases(args.cases)  # bad input fails before the model loads
+    val = read_cases(args.val) if args.val else None
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise InputError("threshold must be in [0, 1]", field="--threshold")
     r = Retriever.load(args.index, train_file=args.train, threads=args.threads, batch_size=args.batch_size)
-    cases = read_cases(args.cases)
-    if args.val:
-        params, table = knn.choose_params(r, read_cases(args.val))
+    if val:
+        params, table = knn.choose_params(r, val)
         chosen = "validation"
     else:
         params = knn.KnnParams(args.k or knn.KnnParams.k, args.threshold if args.threshold is not None
                                else knn.KnnParams.threshold)
         table, chosen = [], "given"
         sys.stderr.write("note: k and threshold not chosen on a validation file (use --val)\n")
-    if not 0.0 <= params.threshold <= 1.0:
-        raise InputError("threshold must be in [0, 1]", field="threshold")
     markers = get_format(args.format).markers
     rows = knn.predict(r, cases, params, fmt_markers=markers, progress=not args.no_progress)
     n = write_jsonl(args.out, rows, private=True)
