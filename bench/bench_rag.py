@@ -80,6 +80,18 @@ def assert_same_neighbours(corpus, queries, ref, got, name: str, tol: float = 1e
     return int((ri != gi).any(axis=1).sum())
 
 
+def _blas_threads(threads: int | None):
+    import contextlib
+
+    if not threads:
+        return contextlib.nullcontext()
+    try:  # comes with scikit-learn, a sentence-transformers dependency
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
 def search_rows(corpus, queries, k, label: str, threads: int | None) -> list[dict]:
     import faiss
     import torch
@@ -88,7 +100,8 @@ def search_rows(corpus, queries, k, label: str, threads: int | None) -> list[dic
         faiss.omp_set_num_threads(threads)
         torch.set_num_threads(threads)
     t_build, _ = _timed(lambda: faiss_index_only(corpus))
-    t_np, ref = _timed(lambda: numpy_topk(corpus, queries, k))
+    with _blas_threads(threads):  # the same thread count for numpy's BLAS, for a fair baseline
+        t_np, ref = _timed(lambda: numpy_topk(corpus, queries, k))
     t_fa, fa = _timed(lambda: _search_only(corpus, queries, k))
     t_st, st = _timed(lambda: st_topk(corpus, queries, k))
     ties_f = assert_same_neighbours(corpus, queries, ref, fa, f"faiss vs numpy ({label})")
