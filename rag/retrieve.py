@@ -138,7 +138,10 @@ class Retriever:
 
     def examples_batch(self, notes: list[str], k: int = 2, exclude_ids=None) -> list[list[Claim]]:
         """The claims of the k nearest training notes per note, nearest first."""
-        hits = self.neighbours(self.embed(list(notes)), k, exclude_ids)
+        notes = list(notes)
+        if not notes:
+            return []
+        hits = self.neighbours(self.embed(notes), k, exclude_ids)
         return [[self.claims[i] for i, _ in row] for row in hits]
 
     def examples(self, note: str, k: int = 2, exclude_id: str | None = None) -> list[Claim]:

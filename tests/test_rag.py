@@ -159,6 +159,7 @@ def test_self_exclusion(retriever, corpus):
     assert ex[0] == retriever.claims[hits[0][0]] and ex[1] == retriever.claims[hits[1][0]]
     batch = retriever.examples_batch([c.note for c in corpus[:4]], k=2, exclude_ids=[c.id for c in corpus[:4]])
     assert [len(b) for b in batch] == [2, 2, 2, 2]
+    assert retriever.examples_batch([], k=2) == []
     # An id not in the index excludes nothing.
     assert len(retriever.examples(case.note, k=2, exclude_id="not-there")) == 2
 
