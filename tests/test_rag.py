@@ -287,3 +287,18 @@ def test_cli_build_then_query(tmp_path, corpus, cli_env, capsys):
     assert q.returncode == 2 and "another training file" in q.stderr, q.stderr
     assert cli_main(["rag", "query", "--index", str(tmp_path / "idx"), "--note-file", str(note), "--render"]) == 0
     assert capsys.readouterr().out.count("Relevant Example Claim") == 2
+
+
+@pytest.mark.gpu
+def test_gpu_faiss_path_matches_cpu(built):
+    """Optional faiss-gpu path: the same neighbours as the CPU index (skipped without a GPU)."""
+    from rag.index import gpu_available
+    from rag.retrieve import Retriever
+
+    if not gpu_available():
+        pytest.skip("this FAISS build has no GPU support")
+    cpu, gpu = Retriever.load(built[0], gpu=False), Retriever.load(built[0], gpu=True)
+    notes = [c.note for c in make_cases(6, seed=5, prefix="g")]
+    (dc, ic), (dg, ig) = cpu.search(notes, 4), gpu.search(notes, 4)
+    np.testing.assert_allclose(dg, dc, atol=1e-4)
+    assert (ic == ig).all()
