@@ -111,7 +111,11 @@ def main(margs, dargs, targs) -> int:
         log.warning("stopped on signal after a complete checkpoint; exit %d (requeue)", checkpoint.EXIT_REQUEUE)
         return checkpoint.EXIT_REQUEUE
 
-    final_val = trainer.evaluate()["eval_loss"] if val_ds is not None else None
+    final_val = None
+    if val_ds is not None:  # reuse an evaluation made at the last step rather than repeat it
+        last = [h for h in trainer.state.log_history if "eval_loss" in h]
+        final_val = (last[-1]["eval_loss"] if last and last[-1].get("step") == trainer.state.global_step
+                     else trainer.evaluate()["eval_loss"])
     trainer.save_model(str(out))  # PEFT adapter as safetensors (ZeRO-3 gathers it first)
     if trainer.accelerator.is_main_process:
         tok.save_pretrained(out)
