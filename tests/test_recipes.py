@@ -1,7 +1,6 @@
 """Every recipe parses into the training dataclasses; every ds_config loads and is consistent."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml

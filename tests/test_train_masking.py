@@ -7,13 +7,13 @@ from tests.train_helpers import make_cases
 
 
 def _trainer(tmp_path, model_dir, fmt_name, n=4):
-    from train import data
-    from train.config import DataArgs, ModelArgs
-    from train.model import load_base, lora_config
-    from train.trainer import ClaimSFTTrainer
     from trl import SFTConfig
 
     from opclaim.registry import load_tokenizer
+    from train import data
+    from train.config import ModelArgs
+    from train.model import load_base, lora_config
+    from train.trainer import ClaimSFTTrainer
 
     tok = load_tokenizer(model_dir)
     fmt = data.choose_format(tok, fmt_name)
@@ -33,7 +33,7 @@ def test_prompt_masked_claim_kept(tmp_path, tiny_phi3_dir, fmt_name):
 
     trainer, tok, fmt, cases = _trainer(tmp_path, tiny_phi3_dir, fmt_name)
     assert fmt.name == fmt_name
-    for row, case in zip(trainer.train_dataset, cases):
+    for row, case in zip(trainer.train_dataset, cases, strict=True):
         ids, labels = row["input_ids"], row["labels"]
         p_ids = encode(tok, prompt(case.note, fmt=fmt, tokenizer=tok))
         assert ids[: len(p_ids)] == p_ids  # the prompt is tokenized exactly as at inference

@@ -16,10 +16,21 @@ from pathlib import Path
 import opclaim  # noqa: F401  (offline before any HF import)
 from opclaim.io import atomic_write
 from opclaim.registry import load_tokenizer
-from train import checkpoint, data, model as model_mod
+from train import checkpoint, data
+from train import model as model_mod
 
 log = logging.getLogger("train")
 RUN_FILE = "opclaim_run.json"
+
+
+class _WithholdText(logging.Filter):
+    """TRL's prefix-mismatch warning quotes decoded prompt tokens, which can hold note text (PHI)."""
+
+    def filter(self, record):
+        if "tokenized prompt is not a prefix" in str(record.msg):
+            record.msg, record.args = ("tokenized prompt is not a prefix of prompt+completion; the "
+                                       "completion starts where they diverge (text withheld)"), ()
+        return True
 
 
 def _fix_report_to(targs) -> None:
@@ -57,9 +68,9 @@ def plot_losses(history: list[dict], out: Path) -> None:
     train, val = _losses(history)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if train:
-        ax.plot(*zip(*train), label="train")
+        ax.plot(*zip(*train, strict=True), label="train")
     if val:
-        ax.plot(*zip(*val), marker="o", label="validation")
+        ax.plot(*zip(*val, strict=True), marker="o", label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (claim tokens)")
     ax.legend()
@@ -71,7 +82,6 @@ def plot_losses(history: list[dict], out: Path) -> None:
 
 def main(margs, dargs, targs) -> int:
     import torch
-
     from transformers import set_seed
 
     from train.trainer import ClaimSFTTrainer
@@ -190,6 +200,7 @@ def cli(argv=None) -> int:
     from opclaim.errors import InputError
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("trl.trainer.sft_trainer").addFilter(_WithholdText())
     margs, dargs, targs = parse(argv)
     try:
         return main(margs, dargs, targs)
