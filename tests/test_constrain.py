@@ -85,7 +85,7 @@ def test_compiled_grammar_is_cached(tiny_phi3_dir, lists, tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 2
 
 
-def test_constrained_run_has_zero_fabricated_codes(tiny_phi3_dir, tmp_path, capsys):
+def test_constrained_cli_run_scored_by_eval(tiny_phi3_dir, tmp_path, capsys):
     """Batched constrained decoding, scored by `opclaim eval` with the same reference lists."""
     from opclaim.cli import main
 
