@@ -29,7 +29,7 @@ def _tok_per_s(loaded, prompts_text, batch_size, max_new_tokens, grammar=None):
     t0 = time.perf_counter()
     for batch in generate.buckets(lengths, batch_size):
         texts, _ = engine.generate([prompts_text[i] for i in batch], max_new_tokens)
-        for i, t in zip(batch, texts):
+        for i, t in zip(batch, texts, strict=False):
             outs[i] = t
     wall = time.perf_counter() - t0
     tokens = sum(engine.count_tokens(o) for o in outs)

@@ -40,7 +40,7 @@ def _decode_all(loaded, prompts_text, batch_size, max_new_tokens):
     t0, c0 = time.perf_counter(), _cpu()
     for batch in generate.buckets(lengths, batch_size):
         texts, _ = generate.generate_batch(loaded, [prompts_text[i] for i in batch], max_new_tokens=max_new_tokens)
-        for i, t in zip(batch, texts):
+        for i, t in zip(batch, texts, strict=False):
             outs[i] = t
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     tokens = sum(len(loaded.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outs)
@@ -48,7 +48,7 @@ def _decode_all(loaded, prompts_text, batch_size, max_new_tokens):
 
 
 def first_difference(a: str, b: str) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def main(argv=None) -> list[dict]:
@@ -75,8 +75,8 @@ def main(argv=None) -> list[dict]:
     generate.generate_batch(loaded, prompts_text[:1], max_new_tokens=4)  # warm-up
     seq, sw, sc, stok = _decode_all(loaded, prompts_text, 1, args.max_new_tokens)
     bat, bw, bc, btok = _decode_all(loaded, prompts_text, args.batch_size, args.max_new_tokens)
-    same = sum(a == b for a, b in zip(seq, bat))
-    diffs = [first_difference(a, b) for a, b in zip(seq, bat) if a != b]
+    same = sum(a == b for a, b in zip(seq, bat, strict=False))
+    diffs = [first_difference(a, b) for a, b in zip(seq, bat, strict=False) if a != b]
     note = (f"n={args.n} batch={args.batch_size} max_new={args.max_new_tokens} mode={args.mode} "
             f"notes={args.length} threads={torch.get_num_threads()}; tokens {stok} vs {btok}")
     rows = [

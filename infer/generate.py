@@ -164,7 +164,7 @@ def build_prompts(cases, mode: str, loaded: Loaded, retriever=None, k: int = 2) 
     else:
         examples = [None] * len(cases)
     return [prompts.prompt(c.note, mode, fmt=loaded.fmt, tokenizer=loaded.tokenizer, examples=ex)
-            for c, ex in zip(cases, examples)]
+            for c, ex in zip(cases, examples, strict=False)]
 
 
 # ---------------------------------------------------------------- decoding
@@ -349,7 +349,7 @@ def run(cases, prompts_text: list[str], engine, out: str | Path, config: dict, *
             texts, truncated = engine.generate([prompts_text[i] for i in idx], budget)
             # Amortised per-case cost: the batch's wall time shared by its cases.
             latency = round((time.perf_counter() - t0) / len(idx), 4)
-            for i, text, cut in zip(idx, texts, truncated):
+            for i, text, cut in zip(idx, texts, truncated, strict=False):
                 flags = []
                 if cut:
                     flags.append(FLAG_TRUNCATED)
