@@ -213,3 +213,26 @@ def test_vllm_engine_unavailable_is_a_clear_error(tiny_phi3_dir, tmp_path, capsy
                  "--out", str(tmp_path / "v.jsonl"), "--engine", "vllm"]) == 2
     err = capsys.readouterr().err
     assert "--engine vllm needs" in err
+
+
+def test_rag_mode_uses_retrieved_example_claims(loaded, tiny_phi3_dir, tmp_path):
+    """Real MiniLM + FAISS index from rag/; each prompt carries the two nearest training claims."""
+    from infer import generate
+    from opclaim.cli import main
+    from rag.index import build_index
+    from rag.retrieve import Retriever
+
+    train = make_cases(4, start=100)
+    train[0].claim = Claim.from_dict({"icd10": ["K35.80"], "providers": [
+        {"name": "Dr. Q. Example", "lines": [{"cpt": "44970", "modifiers": ["80"]}]}]})
+    build_index(train, tmp_path / "index", progress=False)
+    test = make_cases(2)
+    prompts_text = generate.build_prompts(test, "rag", loaded, Retriever.load(tmp_path / "index"), k=2)
+    assert all(p.count("Relevant Example Claim") == 2 for p in prompts_text)
+    write_cases(tmp_path / "test.jsonl", test)
+    assert main(["infer", "--model", str(tiny_phi3_dir), "--mode", "rag", "--rag-index", str(tmp_path / "index"),
+                 "--cases", str(tmp_path / "test.jsonl"), "--out", str(tmp_path / "rag.jsonl"),
+                 "--max-new-tokens", "8", "--no-progress"]) == 0
+    assert [r["config"] for r in rows(tmp_path / "rag.jsonl")] == ["rag", "rag"]
+    cfg = json.loads((tmp_path / "rag.jsonl.run.json").read_text())["config"]
+    assert cfg["k"] == 2 and cfg["rag_index"].endswith("index")
