@@ -44,6 +44,7 @@ def add_infer_arguments(p) -> None:
     p.add_argument("--tensor-parallel", type=int, default=1, help="GPUs per model (vllm engine)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores / ranks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--bundle-key", help="public key: verify a signed bundle before loading it")
 
 
 def register(subs) -> None:
@@ -59,6 +60,16 @@ def register(subs) -> None:
                    help="merge into the original weights, not the NF4-dequantised ones of a 4-bit-trained adapter")
     m.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="saved dtype (default: the base's torch_dtype, float32 if unknown)")
+    m.add_argument("--bundle-key", help="public key: verify a signed bundle before loading it")
+
+
+def _verify_bundles(args) -> None:
+    """Signed bundles are verified before anything loads; plain folders pass through."""
+    from opclaim.bundle import verify_if_bundle
+
+    args.model = str(verify_if_bundle(args.model, args.bundle_key))
+    if args.adapter:
+        args.adapter = str(verify_if_bundle(args.adapter, args.bundle_key))
 
 
 # ---------------------------------------------------------------- infer
@@ -72,6 +83,7 @@ def _check_inputs(args):
     if args.max_new_tokens < 1:
         raise InputError("must be >= 1", field="--max-new-tokens")
     cases = read_cases(args.cases)
+    _verify_bundles(args)
     if args.mode == "rag":
         if not args.rag_index:
             raise InputError("rag mode needs --rag-index DIR (build one with `opclaim rag build`)",
@@ -155,6 +167,7 @@ def main(args) -> int:
 def merge_main(args) -> int:
     from infer.merge import merge
 
+    _verify_bundles(args)
     info = merge(args.model, args.adapter, args.out, from_bf16=args.from_bf16, dtype=args.dtype)
     print(f"wrote {args.out} (merged into {info['merged_into']} weights)")
     return 0

@@ -264,9 +264,25 @@ def test_good_bundle_round_trips_into_opclaim_infer(tiny_phi3_dir, adapter_dir, 
     cases = generate_cases(2, seed=11, style="terse", length="short")
     write_cases(tmp_path / "cases.jsonl", cases)
     preds = tmp_path / "preds.jsonl"
-    r = subprocess.run(["unshare", "-n", exe, "infer", "--model", str(b / "model"), "--adapter", str(b / "adapter"),
-                        "--mode", "finetuned", "--cases", str(tmp_path / "cases.jsonl"), "--out", str(preds),
-                        "--max-new-tokens", "8"], capture_output=True, text=True, env=cli_env)
+    env = {k: v for k, v in cli_env.items() if k != "OPCLAIM_BUNDLE_KEY"}
+
+    def infer(bundle_dir, *key):
+        return subprocess.run(["unshare", "-n", exe, "infer", "--model", str(bundle_dir / "model"),
+                               "--adapter", str(bundle_dir / "adapter"), "--mode", "finetuned",
+                               "--cases", str(tmp_path / "cases.jsonl"), "--out", str(preds),
+                               "--max-new-tokens", "8", *key], capture_output=True, text=True, env=env)
+
+    r = infer(b)  # a signed bundle is never loaded unverified
+    assert r.returncode == 2 and "--bundle-key" in r.stderr and not preds.exists()
+    tampered = tmp_path / "tampered"
+    shutil.copytree(b, tampered)
+    weights = tampered / "adapter" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    r = infer(tampered, "--bundle-key", str(keys[1]))
+    assert r.returncode == 2 and not preds.exists(), r.stderr
+    r = infer(b, "--bundle-key", str(keys[1]))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in preds.read_text().splitlines() if x.strip()]
     assert sorted(p["id"] for p in rows) == sorted(c.id for c in cases)
