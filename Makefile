@@ -40,7 +40,9 @@ test: setup
 	@set +e; $(VPY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected"; exit 1; fi; exit $$rc
 
+BENCH_MODEL := runs/models/smollm2-135m
 bench: setup
+	test -f $(BENCH_MODEL)/config.json || $(VPY) -m opclaim models pull smollm2-135m --out $(BENCH_MODEL)
 	$(VPY) -m bench
 
 lint: setup

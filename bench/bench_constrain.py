@@ -1,6 +1,6 @@
 """Constrained (claim grammar) against free greedy decoding at the same batch size.
 
-    opclaim models pull smollm2-135m --out /tmp/smollm2        # once
+    opclaim models pull smollm2-135m --out runs/models/smollm2-135m        # once
     python -m bench.bench_constrain                             # full 74,731-code ICD grammar, 8 notes
     python -m bench.bench_constrain --n 32 --max-new-tokens 256
 
@@ -43,7 +43,7 @@ def main(argv=None) -> list[dict]:
     from infer import constrain, generate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="/tmp/smollm2")
+    ap.add_argument("--model", default="runs/models/smollm2-135m")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=96)

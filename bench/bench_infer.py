@@ -1,6 +1,6 @@
 """Batched greedy decoding against the study's one-prompt-at-a-time loop, same prompts, same model.
 
-    opclaim models pull smollm2-135m --out /tmp/smollm2        # once, ~30 s
+    opclaim models pull smollm2-135m --out runs/models/smollm2-135m        # once, ~30 s
     python -m bench.bench_infer                                 # 16 short synthetic notes: a few minutes
     python -m bench.bench_infer --n 64 --batch-size 16 --max-new-tokens 512 --length real   # study-sized
 
@@ -57,7 +57,7 @@ def main(argv=None) -> list[dict]:
     from infer import generate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="/tmp/smollm2", help="model folder (default: SmolLM2-135M at /tmp/smollm2)")
+    ap.add_argument("--model", default="runs/models/smollm2-135m", help="model folder (default: SmolLM2-135M at runs/models/smollm2-135m)")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=128)

@@ -7,9 +7,9 @@ sequence boundaries carried by position_ids (transformers builds a block-diagona
 Tokens/s counts real (non-pad) tokens. Both wall-clock and process-CPU-time rates are reported:
 on a shared machine the CPU-time rate is the steadier one.
 
-    python -m bench.bench_packing                       # 16 short notes, SmolLM2 at /tmp/smollm2
+    python -m bench.bench_packing                       # 16 short notes, SmolLM2 at runs/models/smollm2-135m
     python -m bench.bench_packing --n 64 --model models/smollm2 --batch 4
-The model comes from `opclaim models pull smollm2-135m --out /tmp/smollm2`.
+The model comes from `opclaim models pull smollm2-135m --out runs/models/smollm2-135m`.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def run(model, batches) -> tuple[float, float, int]:
 
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="/tmp/smollm2", help="SmolLM2 folder (opclaim models pull smollm2-135m)")
+    ap.add_argument("--model", default="runs/models/smollm2-135m", help="SmolLM2 folder (opclaim models pull smollm2-135m)")
     ap.add_argument("--n", type=int, default=16, help="examples (half dictation, half terse)")
     ap.add_argument("--batch", type=int, default=4, help="examples per padded step")
     ap.add_argument("--max-length", type=int, default=2048, help="packed row length")

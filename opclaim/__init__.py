@@ -23,3 +23,9 @@ for _key, _value in {
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 __version__ = "0.1.0"
+
+# bitsandbytes tries to fetch an optional CPU kernel from a model hub at import and warns when it
+# cannot; offline that is expected, so the warning is noise in every command's output.
+import logging as _logging  # noqa: E402
+
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)

@@ -58,7 +58,7 @@ class Claim:
         return {"icd10": list(self.icd10), "providers": [p.to_dict() for p in self.providers]}
 
     @classmethod
-    def from_dict(cls, d, *, where: str = "claim") -> "Claim":
+    def from_dict(cls, d, *, where: str = "claim") -> Claim:
         """Build and normalise; errors carry the field path (e.g. claim.providers[0].lines[1].cpt)."""
         if not isinstance(d, dict):
             raise InputError("must be an object", field=where)
@@ -122,7 +122,7 @@ class Case:
         return d
 
     @classmethod
-    def from_dict(cls, d) -> "Case":
+    def from_dict(cls, d) -> Case:
         if not isinstance(d, dict):
             raise InputError("record must be a JSON object")
         for key in ("id", "note"):

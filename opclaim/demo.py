@@ -186,7 +186,7 @@ def headline_table(metrics: dict) -> str:
             rows.append((gold, cfg, _pct(icd["f1"]), _pct(icd["full_match"]), _pct(icd["fabricated"]),
                          _pct(cpt["f1"]), _pct(cpt["full_match"]), _pct(cpt["fabricated"]), _pct(mod["f1"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

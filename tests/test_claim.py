@@ -6,8 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opclaim.claim import (PHI3_MARKERS, PLAIN_MARKERS, Case, Claim, parse_target, render_target,
-                           strip_special_tokens)
+from opclaim.claim import (
+    PHI3_MARKERS,
+    PLAIN_MARKERS,
+    Case,
+    Claim,
+    parse_target,
+    render_target,
+    strip_special_tokens,
+)
 from opclaim.codes import MODIFIERS, icd10_billable
 from opclaim.errors import CodeFormatError, InputError
 

@@ -30,7 +30,7 @@ def test_tiny_phi3_is_deterministic(tmp_path):
     b = registry.build_tiny_phi3(tmp_path / "b", seed=3)
     assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
     ma, mb = registry.load_model(a), registry.load_model(b)
-    for (n, p), (_, q) in zip(ma.state_dict().items(), mb.state_dict().items()):
+    for (n, p), (_, q) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
         assert torch.equal(p, q), n
 
 
