@@ -27,7 +27,7 @@ alive() {  # alive PIDFILE -> 0 when the pid in it is running
 
 write_conf() {
     local cpus mem
-    cpus="$(nproc)"
+    cpus="$(getconf _NPROCESSORS_ONLN)"  # not nproc: it obeys OMP_NUM_THREADS, which tests set to 1
     # Leave 1 GiB to the OS; slurmd refuses a node whose RealMemory exceeds what it sees.
     mem="$(free -m | awk '/^Mem:/ {print $2 - 1024}')"
     cat >"$CONF.tmp" <<EOF
