@@ -39,6 +39,15 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield n, obj
 
 
+def read_json(path: str | Path, what: str = "JSON file"):
+    """A small JSON document (config, manifest); InputError names the file when unreadable."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"unreadable {what} ({type(e).__name__}: {e})", file=path) from None
+
+
 def read_cases(path: str | Path) -> list[Case]:
     """Strictly read a cases JSONL file: the first bad record stops with file, line and field.
 

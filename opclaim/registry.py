@@ -44,10 +44,9 @@ def check_model_dir(path: str | Path, *, need_weights: bool = True) -> Path:
     cfg = p / "config.json"
     if not cfg.is_file():
         raise InputError("no config.json: not a Hugging Face model folder", file=p)
-    try:
-        conf = json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"unreadable config.json ({e})", file=cfg) from None
+    from opclaim.io import read_json
+
+    conf = read_json(cfg, "config.json")
     reason = remote_code_reason(conf)
     if reason:
         raise InputError(reason, file=cfg, field="auto_map")

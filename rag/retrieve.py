@@ -17,6 +17,7 @@ import numpy as np
 
 from opclaim.claim import Claim
 from opclaim.errors import InputError
+from opclaim.io import read_json
 from rag import embed
 from rag.index import FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE, META_FILE, to_gpu
 
@@ -27,10 +28,7 @@ def read_manifest(index_dir) -> dict:
         raise InputError("index folder not found", file=index_dir)
     if not path.is_file():
         raise InputError("no manifest.json: not an index folder, or an incomplete build", file=path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"unreadable manifest ({type(e).__name__})", file=path) from None
+    manifest = read_json(path, "manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
         raise InputError(f"unsupported manifest format (want {FORMAT_VERSION})", file=path, field="format")
     return manifest

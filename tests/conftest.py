@@ -42,14 +42,18 @@ def tiny_tokenizer(tiny_phi3_dir):
     return load_tokenizer(tiny_phi3_dir)
 
 
-@pytest.fixture
-def cli_env():
+def make_cli_env() -> dict:
     """Environment for subprocess calls of `opclaim` / `accelerate launch` in tests."""
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+@pytest.fixture
+def cli_env():
+    return make_cli_env()
 
 
 def opclaim_exe() -> str:

@@ -7,7 +7,6 @@ run on the finished adapter. The notes carry a PHI canary that must not reach an
 """
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -40,13 +39,9 @@ def slurm_env(cli_env_module, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_env_module():
-    from tests.conftest import VENV_BIN
+    from tests.conftest import make_cli_env
 
-    env = dict(os.environ)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["HF_HUB_OFFLINE"] = "1"
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+    return make_cli_env()
 
 
 def _jobs(env) -> set[str]:
