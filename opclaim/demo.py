@@ -39,9 +39,9 @@ class Demo:
     def p(self, *parts) -> Path:
         return self.out.joinpath(*parts)
 
-    def step(self, name: str, done: Path, *cmds: list[str]) -> None:
-        """Run `cmds` unless `done` exists; log the wall time."""
-        if done.exists():
+    def step(self, name: str, done: Path | None, *cmds: list[str]) -> None:
+        """Run `cmds` unless `done` exists (None: always run); log the wall time."""
+        if done is not None and done.exists():
             self.timings.append((name, 0.0, True))
             print(f"[demo] {name}: done already ({done})", flush=True)
             return
@@ -153,7 +153,7 @@ class Demo:
         if self.p("report", "metrics.json").exists():
             self.p("report", "metrics.json").unlink()  # always re-score: predictions may have changed
         self.step("evaluate + report", self.p("report", "metrics.json"), args)
-        self.step("model card", self.p("adapter", "README.md"),
+        self.step("model card", None,  # always: PEFT leaves a template README.md in the adapter
                   [BIN / "opclaim", "card", "--model", self.p("adapter"), "--metrics", self.p("report", "metrics.json")])
 
     def headline(self) -> str:
