@@ -21,6 +21,7 @@ import yaml
 
 import opclaim  # noqa: F401  (offline environment)
 from opclaim.errors import InputError
+from opclaim.io import atomic_write
 
 BIN = Path(sys.executable).parent
 
@@ -72,7 +73,8 @@ class Demo:
             dst = self.p("data", f"{name}_eval.jsonl")
             if not dst.exists():
                 rows = self.p("data", "split", f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
-                _write_private(dst, "\n".join(rows[:n]) + "\n")
+                with atomic_write(dst, private=True) as fh:  # note text: owner-only
+                    fh.write("\n".join(rows[:n]) + "\n")
         cat = self.p("data", "cpt_catalog.txt")
         if not cat.exists():
             from opclaim.synth import catalog
@@ -205,13 +207,6 @@ def _blocks(metrics: dict):
 
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
 
 
 def main(argv=None) -> int:
