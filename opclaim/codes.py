@@ -16,6 +16,7 @@ ICD_RE = re.compile(r"^([A-Z][0-9][0-9A-Z])\.?([0-9A-Z]{1,4})?$")
 # and HCPCS Level II (letter + 4 digits), which surgical claims also carry.
 CPT_RE = re.compile(r"^(?:\d{5}|\d{4}[FTU]|[A-V]\d{4})$")
 MOD_RE = re.compile(r"^[0-9A-Z]{2}$")
+CPT_PREFIX_RE = re.compile(r"^(?:CPT|HCPCS)[\s:#-]*")
 
 # Modifiers used in surgical billing (CPT and HCPCS Level II), with short meanings.
 MODIFIERS: dict[str, str] = {
@@ -159,7 +160,7 @@ def nearest_billable_icd10(code: str, limit: int = 5) -> list[str]:
 # ---------------------------------------------------------------- CPT / HCPCS
 def normalize_cpt(code: str) -> str:
     """'cpt 47562' / '0042t' -> '47562' / '0042T'. Raises CodeFormatError otherwise."""
-    s = re.sub(r"^(?:CPT|HCPCS)[\s:#-]*", "", str(code).strip().upper()).strip()
+    s = CPT_PREFIX_RE.sub("", str(code).strip().upper()).strip()
     if not CPT_RE.match(s):
         raise CodeFormatError(f"malformed CPT/HCPCS code {code!r}")
     return s

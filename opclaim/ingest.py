@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opclaim.claim import Case
-from opclaim.codes import CPT_RE, ICD_RE, MODIFIERS
+from opclaim.codes import CPT_PREFIX_RE, CPT_RE, ICD_RE, MODIFIERS
 from opclaim.errors import CodeFormatError, InputError
 
 FIELDS = ("id", "date", "service", "note", "claim", "icd10", "cpt", "provider", "style")
@@ -216,17 +216,22 @@ def _clean_icd(code, changes: Counter) -> object:
     return s
 
 
-def _clean_cpt(code, mods: list, changes: Counter) -> tuple[object, list]:
-    if not isinstance(code, (str, int)):
-        return code, mods
-    orig = str(code)
-    s = orig.strip()
-    if s != orig:
+def _trim_upper(value: str, changes: Counter) -> str:
+    """Strip surrounding whitespace and upper-case, counting each kind of change."""
+    s = value.strip()
+    if s != value:
         changes["whitespace"] += 1
     if s != s.upper():
         changes["case"] += 1
         s = s.upper()
-    stripped = re.sub(r"^(?:CPT|HCPCS)[\s:#-]*", "", s)
+    return s
+
+
+def _clean_cpt(code, mods: list, changes: Counter) -> tuple[object, list]:
+    if not isinstance(code, (str, int)):
+        return code, mods
+    s = _trim_upper(str(code), changes)
+    stripped = CPT_PREFIX_RE.sub("", s)
     if stripped != s:
         changes["cpt_prefix"] += 1
         s = stripped
@@ -246,16 +251,7 @@ def _clean_mods(mods, changes: Counter) -> object:
         return mods
     out = []
     for m in mods:
-        if isinstance(m, str):
-            s = m.strip()
-            if s != m:
-                changes["whitespace"] += 1
-            if s != s.upper():
-                changes["case"] += 1
-                s = s.upper()
-            out.append(s)
-        else:
-            out.append(m)
+        out.append(_trim_upper(m, changes) if isinstance(m, str) else m)
     return out
 
 
