@@ -61,13 +61,14 @@ class Demo:
     def data(self):
         d, c = self.cfg["data"], self.cfg
         opc = BIN / "opclaim"
+        svc = ["--services", ",".join(d["services"])] if d.get("services") else []
         self.step("synthesize + split", self.p("data", "split", "test.jsonl"),
                   [opc, "data", "synth", "--n", d["n"], "--seed", c["seed"], "--style", "dictation",
-                   "--length", d["length"], "--out", self.p("data", "dictation.jsonl")],
+                   "--length", d["length"], *svc, "--out", self.p("data", "dictation.jsonl")],
                   [opc, "data", "split", self.p("data", "dictation.jsonl"), "--out", self.p("data", "split"),
                    "--seed", c["seed"]],
                   [opc, "data", "synth", "--n", d["cross_eval"], "--seed", c["seed"] + 1000,
-                   "--style", d["cross_style"], "--length", d["length"], "--out",
+                   "--style", d["cross_style"], "--length", d["length"], *svc, "--out",
                    self.p("data", f"{d['cross_style']}.jsonl")])
         for name, n in (("val", d["val_eval"]), ("test", d["test_eval"])):
             dst = self.p("data", f"{name}_eval.jsonl")

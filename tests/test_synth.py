@@ -328,3 +328,26 @@ def test_cli_synth_writes_private_jsonl(tmp_path, cli_env):
     bad = subprocess.run([opclaim_exe(), "data", "synth", "--n", "0", "--out", str(tmp_path / "x.jsonl")],
                          env=cli_env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and not (tmp_path / "x.jsonl").exists()
+
+
+def test_services_restrict_the_case_mix(tmp_path, cli_env):
+    """A department's corpus: only the named services, their relative weights kept, the default
+    stream unchanged; an unknown service is refused by name."""
+    eye = generate_cases(300, seed=4, services=["Ophthalmology"])
+    assert {c.service for c in eye} == {"Ophthalmology"}
+    eye_cpt = {p.cpt for p in catalog.BY_SERVICE["Ophthalmology"]}
+    first = {c.claim.providers[0].lines[0].cpt for c in eye}
+    assert first <= eye_cpt | set(catalog.RETURN_PROCS) | set(catalog.DISTINCT_PROCS)
+    two = Counter(c.service for c in generate_cases(1000, seed=4, services=["Ophthalmology", "Urology"]))
+    assert set(two) == {"Ophthalmology", "Urology"}
+    share = two["Ophthalmology"] / 1000
+    want = catalog.SERVICE_WEIGHTS["Ophthalmology"] / (catalog.SERVICE_WEIGHTS["Ophthalmology"]
+                                                      + catalog.SERVICE_WEIGHTS["Urology"])
+    assert abs(share - want) < 0.05
+    assert [c.to_dict() for c in generate_cases(30, 4)] == [c.to_dict() for c in generate_cases(30, 4, services=None)]
+    with pytest.raises(ValueError, match="Eyes"):
+        generate_cases(3, services=["Eyes"])
+    bad = subprocess.run([opclaim_exe(), "data", "synth", "--n", "3", "--services", "Ophthalmology,Eyes",
+                          "--out", str(tmp_path / "x.jsonl")], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--services" in bad.stderr and "'Eyes'" in bad.stderr
+    assert not (tmp_path / "x.jsonl").exists()

@@ -15,13 +15,16 @@ def register(subs):
     s = verb(ds, "synth", "write a synthetic op-note -> claim corpus (deterministic by seed)", """
 opclaim data synth --n 1000 --seed 0 --style dictation --out data/dictation.jsonl
 opclaim data synth --n 300 --seed 1 --style terse --out data/terse_test.jsonl
-opclaim data synth --n 500 --seed 0 --style dictation --length short --out data/demo.jsonl""", synth)
+opclaim data synth --n 500 --seed 0 --style dictation --length short --out data/demo.jsonl
+opclaim data synth --n 400 --services Ophthalmology,Orthopedics --out data/eye_ortho.jsonl""", synth)
     s.add_argument("--n", type=int, required=True, help="number of cases")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--style", choices=["dictation", "terse"], default="dictation",
                    help="dictation: formal full sentences; terse: abbreviations, fragments, bullets")
     s.add_argument("--length", choices=["real", "short"], default="real",
                    help="real: lengths like real notes; short: every section, less narrative (CPU demos)")
+    s.add_argument("--services", default=None,
+                   help="comma-separated services to draw from (default: all 16, weighted like the study)")
     s.add_argument("--id-prefix", default=None, help="case id prefix (default: 'd' for dictation, 't' for terse)")
     s.add_argument("--out", required=True, help="output JSONL (written 0600)")
 
@@ -65,7 +68,12 @@ def synth(args):
     if args.n < 1:
         raise InputError("must be at least 1", field="--n")
     prefix = args.id_prefix if args.id_prefix is not None else args.style[0]
-    cases = generate_cases(args.n, seed=args.seed, style=args.style, length=args.length, id_prefix=prefix)
+    services = [x.strip() for x in args.services.split(",") if x.strip()] if args.services else None
+    try:
+        cases = generate_cases(args.n, seed=args.seed, style=args.style, length=args.length, id_prefix=prefix,
+                               services=services)
+    except ValueError as e:
+        raise InputError(str(e), field="--services") from None
     write_cases(args.out, cases)
     print(f"wrote {len(cases)} {args.style} cases to {args.out}")
 

@@ -20,27 +20,32 @@ STYLES = {"dictation": dictation.write, "terse": terse.write}
 LENGTHS = ("real", "short")
 
 
-def iter_drawn(n: int, seed: int = 0, style: str = "dictation", length: str = "real", id_prefix: str = "c"):
+def iter_drawn(n: int, seed: int = 0, style: str = "dictation", length: str = "real", id_prefix: str = "c",
+               services=None):
     """Yield (scenario, case) pairs: the facts behind each note, for tests that check the note
-    and the claim against the same facts."""
+    and the claim against the same facts. `services`: only these services (a department's model)."""
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose from {sorted(STYLES)}")
     if length not in LENGTHS:
         raise ValueError(f"unknown length {length!r}; choose from {LENGTHS}")
     if n < 0:
         raise ValueError("n must be >= 0")
+    unknown = sorted(set(services or ()) - set(scenario.SERVICES))
+    if unknown:
+        raise ValueError(f"unknown service(s) {', '.join(map(repr, unknown))}; choose from {', '.join(scenario.SERVICES)}")
     write = STYLES[style]
     rng = random.Random(f"opclaim-synth/{seed}/{style}/{length}")
     for i in range(n):
-        s = scenario.draw(rng, f"{id_prefix}{i:06d}", length)
+        s = scenario.draw(rng, f"{id_prefix}{i:06d}", length, services)
         note = write(rng, s)
         yield s, Case(id=s.id, note=note, claim=scenario.code_claim(s), date=s.date, service=s.service, style=style)
 
 
 def generate_cases(n: int, seed: int = 0, style: str = "dictation", length: str = "real",
-                   id_prefix: str = "c") -> list[Case]:
-    """`n` cases; `length="short"` keeps every section but trims narrative (fast CPU demos)."""
-    return [case for _, case in iter_drawn(n, seed, style, length, id_prefix)]
+                   id_prefix: str = "c", services=None) -> list[Case]:
+    """`n` cases; `length="short"` keeps every section but trims narrative (fast CPU demos);
+    `services` limits the case mix to those services."""
+    return [case for _, case in iter_drawn(n, seed, style, length, id_prefix, services)]
 
 
 __all__ = ["generate_cases", "iter_drawn", "STYLES", "LENGTHS"]

@@ -16,6 +16,7 @@ from opclaim.synth import catalog as cat
 from opclaim.synth.names import FIRST, LAST, RULED_OUT
 
 _SERVICES = list(cat.SERVICE_WEIGHTS)
+SERVICES = tuple(_SERVICES)
 _WEIGHTS = [cat.SERVICE_WEIGHTS[s] for s in _SERVICES]
 _SPECIAL = set(cat.RETURN_PROCS) | set(cat.DISTINCT_PROCS)
 _MAIN = {s: [p for p in ps if p.cpt not in _SPECIAL] for s, ps in cat.BY_SERVICE.items()}
@@ -117,8 +118,12 @@ def _person(rng: random.Random, cred: str = "MD") -> Person:
     return Person(rng.choice(FIRST), rng.choice(LAST), cred)
 
 
-def draw(rng: random.Random, case_id: str, length: str = "real") -> Scenario:
-    service = rng.choices(_SERVICES, _WEIGHTS)[0]
+def draw(rng: random.Random, case_id: str, length: str = "real", services=None) -> Scenario:
+    """One case's facts. `services` restricts the service mix (weights kept among those named)."""
+    if services:
+        service = rng.choices(list(services), [cat.SERVICE_WEIGHTS[x] for x in services])[0]
+    else:
+        service = rng.choices(_SERVICES, _WEIGHTS)[0]
     procs = _MAIN[service]
     roll = rng.random()
     global_period = None
