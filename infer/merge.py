@@ -26,6 +26,28 @@ def trained_in_4bit(run_info: dict) -> bool:
     return bool(find_key(run_info, "load_in_4bit") or find_key(run_info, "load_4bit"))
 
 
+def untie_adapted_head(model, adapter_dir) -> bool:
+    """Give lm_head its own copy of the embedding matrix when the adapter changes lm_head.
+
+    Models like SmolLM2 tie lm_head to the input embeddings; merging a LoRA on lm_head into the
+    shared matrix would also move every input embedding, so the merged model would no longer be
+    the trained one. Untied first, the merge changes the output head only. Returns whether it untied.
+    """
+    import torch
+
+    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+    targets = cfg.get("target_modules") or []
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if "lm_head" not in targets or head is None or head.weight is not emb.weight:
+        return False
+    head.weight = torch.nn.Parameter(emb.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    text = getattr(model.config, "get_text_config", lambda: None)()
+    if text is not None and text is not model.config:
+        text.tie_word_embeddings = False
+    return True
+
+
 def merge(model_dir, adapter_dir, out_dir, *, from_bf16: bool = False, dtype: str | None = None) -> dict:
     import torch
     from peft import PeftModel
@@ -54,6 +76,7 @@ def merge(model_dir, adapter_dir, out_dir, *, from_bf16: bool = False, dtype: st
     else:
         model = load_model(mdir, dtype=torch.float32)
     check_adapter(a, model)
+    untied = untie_adapted_head(model, a)
     merged = PeftModel.from_pretrained(model, str(a), is_trainable=False).merge_and_unload()
     merged = merged.to(saved_dtype)
     if hasattr(merged.config, "quantization_config"):
@@ -76,6 +99,7 @@ def merge(model_dir, adapter_dir, out_dir, *, from_bf16: bool = False, dtype: st
     info = {"base_model": str(mdir.resolve()), "adapter": str(a.resolve()),
             "merged_into": "nf4-dequantised" if nf4 else "original",
             "dtype": str(saved_dtype).replace("torch.", ""), "prompt_format": fmt.name,
+            "untied_lm_head": untied,
             "eos_token_id": gen.eos_token_id}
     run_out = dict(run)
     run_out.setdefault("prompt_format", fmt.name)

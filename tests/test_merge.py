@@ -107,3 +107,29 @@ def test_merge_refuses_incomplete_adapter(tiny_phi3_dir, tmp_path, capsys, missi
     assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
                  "--out", str(tmp_path / "m")]) == 2
     assert missing.split(".")[0] in capsys.readouterr().err
+
+
+def test_merge_into_a_tied_head_keeps_the_input_embeddings(tiny_phi3_dir, tiny_tokenizer, tmp_path):
+    """SmolLM2 ties lm_head to the input embeddings. A LoRA on lm_head merged into the shared
+    matrix would also move every input embedding; merge unties first, so merged == unmerged."""
+    from opclaim.cli import main
+
+    tied_dir = tmp_path / "tied"
+    m = load_model(tiny_phi3_dir)
+    m.config.tie_word_embeddings = True
+    m.tie_weights()
+    assert m.get_output_embeddings().weight is m.get_input_embeddings().weight
+    m.save_pretrained(tied_dir, safe_serialization=True)
+    tiny_tokenizer.save_pretrained(tied_dir)
+    base = load_model(tied_dir)
+    assert base.get_output_embeddings().weight is base.get_input_embeddings().weight
+    emb = base.get_input_embeddings().weight.detach().clone()
+    peft = _adapter(base, tmp_path / "adapter", {"prompt_format": "phi3", "model": {"load_in_4bit": False}})
+    unmerged = _outputs(peft, tiny_tokenizer)
+    assert main(["merge", "--model", str(tied_dir), "--adapter", str(tmp_path / "adapter"),
+                 "--out", str(tmp_path / "merged")]) == 0
+    merged = load_model(tmp_path / "merged")
+    assert torch.equal(merged.get_input_embeddings().weight, emb)  # only the head moved
+    assert not torch.equal(merged.get_output_embeddings().weight, emb)
+    assert _outputs(merged, tiny_tokenizer) == unmerged
+    assert json.loads((tmp_path / "merged" / "opclaim_merge.json").read_text())["untied_lm_head"] is True
