@@ -20,7 +20,8 @@ class ModelArgs:
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Module names to adapt; empty = the model family's default (+ lm_head)."})
     attn_implementation: str = field(
-        default="auto", metadata={"help": "auto = flash_attention_2 when importable on a GPU, else sdpa."})
+        default="auto", metadata={"help": "auto = flash_attention_2 when importable on a GPU, else sdpa_varlen "
+                                  "with padding_free (per-example causal SDPA, train/attention.py), else sdpa."})
 
 
 @dataclass

@@ -34,12 +34,27 @@ def compute_dtype():
     return torch.bfloat16 if has_gpu() and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def attention_impl(requested: str = "auto") -> str:
-    if requested != "auto":
-        return requested
-    from transformers.utils import is_flash_attn_2_available
+def attention_impl(requested: str = "auto", padding_free: bool = False) -> str:
+    """auto = flash_attention_2 when importable on a GPU (its varlen kernel serves padding-free
+    batches); otherwise `sdpa_varlen` for padding-free batches (train/attention.py: causal SDPA per
+    example, no cross-example work) and `sdpa` for padded ones."""
+    from train import attention
 
-    return "flash_attention_2" if has_gpu() and is_flash_attn_2_available() else "sdpa"
+    if requested == "auto":
+        from transformers.utils import is_flash_attn_2_available
+
+        if has_gpu() and is_flash_attn_2_available():
+            return "flash_attention_2"
+        requested = attention.NAME if padding_free else "sdpa"
+    if requested == attention.NAME:
+        attention.register()
+    return requested
+
+
+def is_padding_free(targs) -> bool:
+    """TRL's rule: padding_free, or BFD packing (which implies it)."""
+    return bool(getattr(targs, "padding_free", False) or (
+        getattr(targs, "packing", False) and getattr(targs, "packing_strategy", "") in ("bfd", "bfd_split")))
 
 
 def model_type(path: str | Path) -> str:
@@ -64,19 +79,26 @@ def bnb_config():
                               bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
 
 
-def load_base(margs):
+def load_base(margs, padding_free: bool = False):
     """(model, facts) where facts records what was actually used, for opclaim_run.json."""
     from opclaim.registry import load_model
 
     path = check_model_dir(margs.model_name_or_path)
-    attn = attention_impl(margs.attn_implementation)
+    attn = attention_impl(margs.attn_implementation, padding_free)
+    if padding_free and attn in ("sdpa", "eager"):
+        import logging
+
+        logging.getLogger("train").warning(
+            "padding-free batches with attn_implementation=%s: correct, but attention runs over the whole "
+            "concatenated row under a block-diagonal mask; 'auto' or 'sdpa_varlen' avoids that", attn)
     kwargs = {"dtype": compute_dtype(), "attn_implementation": attn}
     if margs.load_in_4bit:
         kwargs["quantization_config"] = bnb_config()
     model = load_model(path, **kwargs)
     n4 = keep_training_layout(model) if margs.load_in_4bit else 0
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
-    return model, {"attn_implementation": attn, "linear4bit_layers": n4, "load_in_4bit": bool(margs.load_in_4bit),
+    return model, {"attn_implementation": attn, "padding_free": bool(padding_free), "linear4bit_layers": n4,
+                   "load_in_4bit": bool(margs.load_in_4bit),
                    "compute_dtype": str(kwargs["dtype"]).replace("torch.", ""), "model_type": model_type(path)}
 
 

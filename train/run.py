@@ -100,7 +100,7 @@ def main(margs, dargs, targs) -> int:
     # Seed before the adapter exists: LoRA A is initialised randomly when the model is wrapped,
     # which happens before Trainer seeds; without this two same-seed runs differ.
     set_seed(targs.seed)
-    model, facts = model_mod.load_base(margs)
+    model, facts = model_mod.load_base(margs, padding_free=model_mod.is_padding_free(targs))
     callbacks = [checkpoint.CompletionMarker(), stopper := checkpoint.StopOnSignal()]
     trainer = ClaimSFTTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
                               processing_class=tok, peft_config=model_mod.lora_config(margs), callbacks=callbacks)
