@@ -62,10 +62,13 @@ class Demo:
         d, c = self.cfg["data"], self.cfg
         opc = BIN / "opclaim"
         svc = ["--services", ",".join(d["services"])] if d.get("services") else []
+        style = d.get("style", "dictation")
+        if style == d["cross_style"]:
+            raise InputError("the cross-style test set must be written in another style", field="data.cross_style")
         self.step("synthesize + split", self.p("data", "split", "test.jsonl"),
-                  [opc, "data", "synth", "--n", d["n"], "--seed", c["seed"], "--style", "dictation",
-                   "--length", d["length"], *svc, "--out", self.p("data", "dictation.jsonl")],
-                  [opc, "data", "split", self.p("data", "dictation.jsonl"), "--out", self.p("data", "split"),
+                  [opc, "data", "synth", "--n", d["n"], "--seed", c["seed"], "--style", style,
+                   "--length", d["length"], *svc, "--out", self.p("data", f"{style}.jsonl")],
+                  [opc, "data", "split", self.p("data", f"{style}.jsonl"), "--out", self.p("data", "split"),
                    "--seed", c["seed"]],
                   [opc, "data", "synth", "--n", d["cross_eval"], "--seed", c["seed"] + 1000,
                    "--style", d["cross_style"], "--length", d["length"], *svc, "--out",
