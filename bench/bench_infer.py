@@ -2,13 +2,14 @@
 
     opclaim models pull smollm2-135m --out runs/models/smollm2-135m        # once, ~30 s
     python -m bench.bench_infer                                 # 16 short synthetic notes: a few minutes
-    python -m bench.bench_infer --n 64 --batch-size 16 --max-new-tokens 512 --length real   # study-sized
+    python -m bench.bench_infer --n 32 --batch-size 16 32 --max-new-tokens 256 --threads 1   # decode-heavy
 
-Both sides use infer.generate with the study's settings (greedy, repetition penalty 1.1); the
-baseline calls it with one prompt at a time, as the study did. Rows: tokens/s (baseline =
-one at a time, value = batched), by wall time and by CPU time (CPU time does not depend on what
-else runs on a shared machine), and the share of outputs identical to the one-at-a-time outputs.
-"""
+The baseline is the study's loop: HF generate() with one prompt at a time. The batched side
+uses infer.generate with --decoder (default `loop`: infer.decode, which drops finished rows;
+`generate`: HF generate with left padding). Both use the study's settings (greedy, repetition
+penalty 1.1). Rows per batch size: tokens/s by wall time and by CPU time (CPU time depends less
+on what else runs on a shared machine), and the share of outputs identical to the
+one-at-a-time outputs."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def cases(n: int, seed: int = 0, length: str = "short"):
     return generate_cases(n, seed, style="dictation", length=length)
 
 
-def _decode_all(loaded, prompts_text, batch_size, max_new_tokens):
+def _decode_all(loaded, prompts_text, batch_size, max_new_tokens, decoder="generate"):
     """Outputs in input order, plus (wall s, cpu s, generated tokens)."""
     from infer import generate
 
@@ -39,7 +40,8 @@ def _decode_all(loaded, prompts_text, batch_size, max_new_tokens):
     outs = [None] * len(prompts_text)
     t0, c0 = time.perf_counter(), _cpu()
     for batch in generate.buckets(lengths, batch_size):
-        texts, _ = generate.generate_batch(loaded, [prompts_text[i] for i in batch], max_new_tokens=max_new_tokens)
+        texts, _ = generate.generate_batch(loaded, [prompts_text[i] for i in batch], max_new_tokens=max_new_tokens,
+                                           decoder=decoder)
         for i, t in zip(batch, texts, strict=False):
             outs[i] = t
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -51,6 +53,28 @@ def first_difference(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
+def _compare(args, batch_size, one, batched) -> list[dict]:
+    """Rows for one batch size: batched against one at a time."""
+    import torch
+
+    (seq, sw, sc, stok), (bat, bw, bc, btok) = one, batched
+    same = sum(a == b for a, b in zip(seq, bat, strict=False))
+    diffs = [first_difference(a, b) for a, b in zip(seq, bat, strict=False) if a != b]
+    note = (f"n={args.n} max_new={args.max_new_tokens} mode={args.mode} notes={args.length} "
+            f"decoder={args.decoder} threads={torch.get_num_threads()}; tokens {stok} vs {btok}")
+    at = f", batch {batch_size}"
+    return [
+        {"name": "tokens/s (wall)" + at, "baseline": round(stok / sw, 2), "value": round(btok / bw, 2),
+         "ratio": round((btok / bw) / (stok / sw), 2), "unit": "tok/s", "note": note},
+        {"name": "tokens per CPU second" + at, "baseline": round(stok / sc, 2), "value": round(btok / bc, 2),
+         "ratio": round((btok / bc) / (stok / sc), 2), "unit": "tok/cpu-s", "note": "robust to other load"},
+        {"name": "identical outputs" + at, "baseline": args.n, "value": same, "ratio": round(same / args.n, 3),
+         "unit": "cases", "note": ("differing outputs first differ at characters " + str(sorted(diffs))
+                                   + " (fp32 sums in another order flip near-tied greedy picks)")
+         if diffs else "all identical"},
+    ]
+
+
 def main(argv=None) -> list[dict]:
     import torch
 
@@ -59,11 +83,13 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/models/smollm2-135m", help="model folder (default: SmolLM2-135M at runs/models/smollm2-135m)")
     ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[16], help="one or more (one baseline run for all)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--mode", default="base", choices=["base", "finetuned"])
     ap.add_argument("--length", default="short", choices=["short", "real"], help="synthetic note length")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--decoder", default="loop", choices=generate.DECODERS,
+                    help="batched side: loop (drops finished rows) or HF generate; the baseline is generate")
     args = ap.parse_args(argv)
     if not Path(args.model, "config.json").is_file():
         sys.exit(f"no model at {args.model}: run `opclaim models pull smollm2-135m --out {args.model}` first")
@@ -74,21 +100,10 @@ def main(argv=None) -> list[dict]:
     prompts_text = generate.build_prompts(cs, args.mode, loaded)
     generate.generate_batch(loaded, prompts_text[:1], max_new_tokens=4)  # warm-up
     seq, sw, sc, stok = _decode_all(loaded, prompts_text, 1, args.max_new_tokens)
-    bat, bw, bc, btok = _decode_all(loaded, prompts_text, args.batch_size, args.max_new_tokens)
-    same = sum(a == b for a, b in zip(seq, bat, strict=False))
-    diffs = [first_difference(a, b) for a, b in zip(seq, bat, strict=False) if a != b]
-    note = (f"n={args.n} batch={args.batch_size} max_new={args.max_new_tokens} mode={args.mode} "
-            f"notes={args.length} threads={torch.get_num_threads()}; tokens {stok} vs {btok}")
-    rows = [
-        {"name": "tokens/s (wall)", "baseline": round(stok / sw, 2), "value": round(btok / bw, 2),
-         "ratio": round((btok / bw) / (stok / sw), 2), "unit": "tok/s", "note": note},
-        {"name": "tokens per CPU second", "baseline": round(stok / sc, 2), "value": round(btok / bc, 2),
-         "ratio": round((btok / bc) / (stok / sc), 2), "unit": "tok/cpu-s", "note": "robust to other load"},
-        {"name": "identical outputs", "baseline": args.n, "value": same, "ratio": round(same / args.n, 3),
-         "unit": "cases", "note": ("differing outputs first differ at characters " + str(sorted(diffs))
-                                   + " (fp32 sums in another order under padding flip near-tied greedy picks)")
-         if diffs else "all identical"},
-    ]
+    rows = []
+    for bs in args.batch_size:
+        rows += _compare(args, bs, (seq, sw, sc, stok),
+                         _decode_all(loaded, prompts_text, bs, args.max_new_tokens, args.decoder))
     for r in rows:
         print(f"{r['name']:24s} baseline {r['baseline']:>9} value {r['value']:>9} ratio {r['ratio']:>6} "
               f"{r['unit']:10s} {r['note']}")

@@ -30,6 +30,8 @@ def add_infer_arguments(p) -> None:
     p.add_argument("--rag-index", help="index folder from `opclaim rag build` (rag mode)")
     p.add_argument("--k", type=int, default=2, help="example claims per RAG prompt (study: 2)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (1 = the study's loop)")
+    p.add_argument("--decoder", choices=["loop", "generate"], default="loop",
+                   help="hf engine: loop drops finished rows from the batch (infer.decode); generate is HF generate()")
     p.add_argument("--max-new-tokens", type=int, default=512, help="study: 512")
     p.add_argument("--repetition-penalty", type=float, default=1.1, help="study: 1.1")
     p.add_argument("--load-4bit", action="store_true", help="load the base in nf4 (bitsandbytes), as the study")
@@ -138,7 +140,8 @@ def prepare(args):
         engine = engine_cls(args.model, loaded, tensor_parallel=args.tensor_parallel,
                             repetition_penalty=args.repetition_penalty, ebnf=ebnf)
     else:
-        engine = generate.HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar)
+        engine = generate.HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar,
+                                   decoder=getattr(args, "decoder", "loop"))
     return cases, prompts_text, engine, config
 
 

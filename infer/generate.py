@@ -3,7 +3,8 @@
 Decoding: one beam, no sampling, repetition penalty 1.1, at most 512 new tokens (the study's
 settings), stopping on the end-of-claim token. Prompts are sorted by token length and cut into
 batches (left padding), so a batch holds prompts of similar length and little compute goes to
-padding; rows are written back in input order when the run completes.
+padding; rows are written back in input order when the run completes. A batch decodes with
+infer.decode's loop, which drops rows as they finish (`decoder="generate"`: HF generate()).
 
 Output files (`preds.jsonl`):
 - `preds.jsonl.partial` grows while the run goes (0600, one row per finished case);
@@ -196,13 +197,19 @@ class PaddingAwareRepetitionPenalty:
         return scores.scatter(1, ids, score)
 
 
+DECODERS = ("loop", "generate")  # loop: infer.decode (drops finished rows); generate: HF generate()
+
+
 def generate_batch(loaded: Loaded, prompts_text: list[str], *, max_new_tokens: int = STUDY["max_new_tokens"],
                    repetition_penalty: float = STUDY["repetition_penalty"], processor_factory=None,
-                   ) -> tuple[list[str], list[bool]]:
+                   decoder: str = "loop") -> tuple[list[str], list[bool]]:
     """Greedy outputs for one batch of prompts (left-padded), and whether each ran out of new
-    tokens before its stop token. Text from the stop token on is cut."""
+    tokens before its stop token. Text from the stop token on is cut. `decoder="generate"` is
+    HF generate(), the study's call; models the loop does not support use it too."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
+
+    from infer import decode
 
     tok, model = loaded.tokenizer, loaded.model
     enc = tok(prompts_text, add_special_tokens=False, padding=True, return_tensors="pt")
@@ -211,14 +218,20 @@ def generate_batch(loaded: Loaded, prompts_text: list[str], *, max_new_tokens: i
     if processor_factory is not None:
         procs.append(processor_factory(len(prompts_text)))  # the grammar mask goes last
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else loaded.stop_ids[0]
-    gen = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                           eos_token_id=list(loaded.stop_ids), pad_token_id=pad_id,
-                           bos_token_id=tok.bos_token_id)
     with torch.inference_mode():
-        out = model.generate(**enc, generation_config=gen, logits_processor=LogitsProcessorList(procs))
+        if decoder == "loop" and decode.supported(model):
+            prompts_ids = [ids[n:] for ids, n in zip(enc["input_ids"].tolist(), pad_lengths.tolist(), strict=True)]
+            new = decode.greedy(model, prompts_ids, max_new_tokens=max_new_tokens, stop_ids=loaded.stop_ids,
+                                pad_id=pad_id, processors=procs)
+        else:
+            gen = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                   eos_token_id=list(loaded.stop_ids), pad_token_id=pad_id,
+                                   bos_token_id=tok.bos_token_id)
+            out = model.generate(**enc, generation_config=gen, logits_processor=LogitsProcessorList(procs))
+            new = out[:, enc["input_ids"].shape[1]:]
     texts, truncated = [], []
     stops = set(loaded.stop_ids)
-    for row in out[:, enc["input_ids"].shape[1]:].tolist():
+    for row in new.tolist():
         cut = next((i for i, t in enumerate(row) if t in stops), None)
         truncated.append(cut is None)
         texts.append(tok.decode(row[:cut], skip_special_tokens=False))
@@ -296,12 +309,15 @@ def buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 
 class HFEngine:
-    """transformers generate() on the loaded model; the grammar (if any) masks each batch row."""
+    """transformers models on CPU/GPU: the row-dropping loop (default) or generate(); the grammar
+    (if any) masks each batch row."""
 
     name = "hf"
 
-    def __init__(self, loaded: Loaded, *, repetition_penalty: float = STUDY["repetition_penalty"], grammar=None):
+    def __init__(self, loaded: Loaded, *, repetition_penalty: float = STUDY["repetition_penalty"], grammar=None,
+                 decoder: str = "loop"):
         self.loaded, self.repetition_penalty, self.grammar = loaded, repetition_penalty, grammar
+        self.decoder = decoder
         self.context = loaded.context
 
     def count_tokens(self, text: str) -> int:
@@ -310,7 +326,8 @@ class HFEngine:
     def generate(self, prompts_text: list[str], max_new_tokens: int):
         return generate_batch(self.loaded, prompts_text, max_new_tokens=max_new_tokens,
                               repetition_penalty=self.repetition_penalty,
-                              processor_factory=self.grammar.processor if self.grammar else None)
+                              processor_factory=self.grammar.processor if self.grammar else None,
+                              decoder=self.decoder)
 
 
 def run(cases, prompts_text: list[str], engine, out: str | Path, config: dict, *,

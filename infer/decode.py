@@ -1,0 +1,113 @@
+"""A greedy decoding loop for a batch that drops rows as they finish (HF generate keeps them).
+
+- Each prompt is prefilled on its own: no padding, the same shapes as a one-at-a-time run.
+- The batch then decodes from a left-aligned KV buffer that grows in chunks, so a step does not
+  copy the whole cache (DynamicCache concatenates every layer every step).
+- A row that emits a stop token leaves the batch; later steps compute only the rows still going.
+- Logits processors (repetition penalty, grammar) see the full batch as in generate(): finished
+  rows hold the pad token, so per-row state (grammar matchers) lines up by row.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+CHUNK = 128  # KV buffer growth, in positions
+
+
+class BufferLayer(DynamicLayer):
+    """One layer's keys/values in a buffer with spare columns; `keys`/`values` are views."""
+
+    def __init__(self, kbuf, vbuf, n: int):
+        super().__init__()
+        self.kbuf, self.vbuf, self.n = kbuf, vbuf, n
+        self.dtype, self.device, self.is_initialized = kbuf.dtype, kbuf.device, True
+        self._views()
+
+    def _views(self):
+        self.keys, self.values = self.kbuf[:, :, :self.n], self.vbuf[:, :, :self.n]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        m = key_states.shape[-2]
+        if self.n + m > self.kbuf.shape[2]:
+            grow = max(m, CHUNK)
+            self.kbuf = torch.cat([self.kbuf, self.kbuf.new_zeros(*self.kbuf.shape[:2], grow, self.kbuf.shape[3])], 2)
+            self.vbuf = torch.cat([self.vbuf, self.vbuf.new_zeros(*self.vbuf.shape[:2], grow, self.vbuf.shape[3])], 2)
+        self.kbuf[:, :, self.n:self.n + m] = key_states
+        self.vbuf[:, :, self.n:self.n + m] = value_states
+        self.n += m
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.n
+
+    def batch_select_indices(self, indices) -> None:
+        self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
+        self._views()
+
+
+def supported(model) -> bool:
+    """Plain full-attention KV layers only (no sliding window, no linear attention)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "sliding_window", None) or getattr(cfg, "is_encoder_decoder", False):
+        return False
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=cfg).layers)
+
+
+def _prefill(model, prompts: list[list[int]]):
+    """Last-position logits [B, V] and a left-padded BufferLayer cache for the prompts."""
+    width = max(len(p) for p in prompts)
+    logits, rows = [], []
+    for p in prompts:
+        ids = torch.tensor([p])
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
+                    past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
+        logits.append(out.logits[0, -1].float())
+        rows.append([(layer.keys, layer.values) for layer in out.past_key_values.layers])
+    layers = []
+    for li in range(len(rows[0])):
+        k0 = rows[0][li][0]
+        shape = (len(prompts), k0.shape[1], width + CHUNK, k0.shape[3])
+        kbuf, vbuf = k0.new_zeros(shape), k0.new_zeros(shape)
+        for b, p in enumerate(prompts):
+            kbuf[b, :, width - len(p):width] = rows[b][li][0][0]
+            vbuf[b, :, width - len(p):width] = rows[b][li][1][0]
+        layers.append(BufferLayer(kbuf, vbuf, width))
+    return torch.stack(logits), Cache(layers=layers)
+
+
+def greedy(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids, pad_id: int,
+           processors=()) -> torch.Tensor:
+    """New tokens [B, T] (T <= max_new_tokens), pad after a row's stop token, as generate() returns.
+    `processors` are HF-style callables (input_ids [B, t], scores [B, V]) -> scores."""
+    n = len(prompts)
+    width = max(len(p) for p in prompts)
+    lengths = torch.tensor([len(p) for p in prompts])
+    ids = torch.full((n, width + max_new_tokens), pad_id, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p):width] = torch.tensor(p)
+        mask[b, :width - len(p)] = 0
+    stops = torch.tensor(sorted(set(stop_ids)))
+    scores, cache = _prefill(model, prompts)
+    finished = torch.zeros(n, dtype=torch.bool)
+    rows = torch.arange(n)  # cache row r holds batch row rows[r]
+    for t in range(max_new_tokens):
+        for proc in processors:
+            scores = proc(ids[:, :width + t], scores)
+        nxt = torch.where(finished, pad_id, scores.argmax(-1))
+        ids[:, width + t] = nxt
+        finished |= torch.isin(nxt, stops)
+        if bool(finished.all()) or t == max_new_tokens - 1:
+            break
+        keep = (~finished[rows]).nonzero().squeeze(1)
+        if len(keep) < len(rows):
+            cache.batch_select_indices(keep)
+            rows = rows[keep]
+        out = model(input_ids=nxt[rows, None], position_ids=(lengths[rows] + t)[:, None],
+                    attention_mask=mask[rows, :width + t + 1], past_key_values=cache, use_cache=True)
+        scores = scores.clone()
+        scores[rows] = out.logits[:, -1].float()
+    return ids[:, width:width + t + 1]
