@@ -141,8 +141,12 @@ def load(model_dir: str | Path, adapter: str | Path | None = None, *, load_4bit:
     if adapter:
         from peft import PeftModel
 
+        from infer.merge import untie_adapted_head
+
         a = check_adapter(adapter, model)
         run = read_run_info(a)
+        if merge and not load_4bit:
+            untie_adapted_head(model, a)  # a tied head would carry the merge into the input embeddings
         model = PeftModel.from_pretrained(model, str(a), is_trainable=False)
         if merge and not load_4bit:  # merging into 4-bit layers would re-quantise: keep it separate
             model = model.merge_and_unload()

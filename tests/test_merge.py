@@ -133,3 +133,8 @@ def test_merge_into_a_tied_head_keeps_the_input_embeddings(tiny_phi3_dir, tiny_t
     assert not torch.equal(merged.get_output_embeddings().weight, emb)
     assert _outputs(merged, tiny_tokenizer) == unmerged
     assert json.loads((tmp_path / "merged" / "opclaim_merge.json").read_text())["untied_lm_head"] is True
+    from infer.generate import load  # `opclaim infer --adapter` merges in memory the same way
+
+    loaded = load(tied_dir, tmp_path / "adapter")
+    assert torch.equal(loaded.model.get_input_embeddings().weight, emb)
+    assert _outputs(loaded.model, tiny_tokenizer) == unmerged
