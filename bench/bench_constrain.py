@@ -28,9 +28,10 @@ def _tok_per_s(loaded, prompts_text, batch_size, max_new_tokens, grammar=None):
     outs = [None] * len(prompts_text)
     t0 = time.perf_counter()
     for batch in generate.buckets(lengths, batch_size):
-        texts, _ = engine.generate([prompts_text[i] for i in batch], max_new_tokens)
-        for i, t in zip(batch, texts, strict=False):
-            outs[i] = t
+        texts, cut = engine.generate([prompts_text[i] for i in batch], max_new_tokens)
+        for i, t, c in zip(batch, texts, cut, strict=False):
+            # As `opclaim infer` does: a constrained row cut by the budget loses its half-written code.
+            outs[i] = generate.trim_incomplete(t) if (c and grammar is not None) else t
     wall = time.perf_counter() - t0
     tokens = sum(engine.count_tokens(o) for o in outs)
     return tokens / wall, tokens, wall, outs
