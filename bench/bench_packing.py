@@ -10,16 +10,18 @@ LoRA settings as the demo recipe (r=64, every linear + lm_head, fp32 on CPU) and
   (train/attention.py: causal SDPA per example, what `padding_free: true` selects on CPU).
 
 `--with-sdpa-mask` adds the padding-free row under stock `sdpa` (a T x T block-diagonal mask from
-position_ids), the path this benchmark used to measure; SDPA's CPU math path then keeps a
-heads x T x T attention matrix per layer for backward (~10 GB for 4 real notes on SmolLM2). Tokens/s counts real (non-pad) tokens;
-wall-clock and process-CPU-time rates are both reported (on a shared machine CPU time is
+position_ids), the path this benchmark used to measure (memory-hungry: the masked attention over
+the whole row). Tokens/s counts real (non-pad) tokens; wall-clock and process-CPU-time rates are both reported (on a shared machine CPU time is
 steadier). Before timing, one forward/backward on the first step's examples checks that the
 batchings agree: summed claim-token loss and LoRA gradients (dropout off for this check, since
 its random masks depend on the batch shape). The per-step losses of the timed runs (same initial
 adapter, same optimizer, LoRA dropout on as in the demo) are reported too.
 
-    flock /tmp/opclaim-cpu.lock python -m bench.bench_packing            # 16 real-length notes, batch 4
-    python -m bench.bench_packing --n 8 --batch 4 --length short
+    flock /tmp/opclaim-cpu.lock python -m bench.bench_packing            # 8 real-length notes, 2 per step (the demo's batch)
+    flock /tmp/opclaim-cpu.lock python -m bench.bench_packing --n 16 --batch 4 --length short
+Memory: without gradient checkpointing, LoRA r=64 on every linear + lm_head keeps a few MB of
+activations per token slot; a padded step of 4 real notes (~6,800 slots) was OOM-killed at 24 GB
+on this 23 GB machine, 2 real notes or 4 short ones run. Padding-free holds fewer slots.
 The model comes from `opclaim models pull smollm2-135m --out runs/models/smollm2-135m`.
 """
 
@@ -121,8 +123,8 @@ def train(model, steps) -> dict:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/models/smollm2-135m", help="SmolLM2 folder (opclaim models pull smollm2-135m)")
-    ap.add_argument("--n", type=int, default=16, help="examples (half dictation, half terse, shuffled)")
-    ap.add_argument("--batch", type=int, default=4, help="examples per optimizer step, both batchings")
+    ap.add_argument("--n", type=int, default=8, help="examples (half dictation, half terse, shuffled)")
+    ap.add_argument("--batch", type=int, default=2, help="examples per optimizer step, both batchings")
     ap.add_argument("--length", choices=("real", "short"), default="real", help="synthetic note length")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--with-sdpa-mask", action="store_true",
