@@ -15,9 +15,8 @@ from opclaim.claim import Claim, Line, Provider
 from opclaim.synth import catalog as cat
 from opclaim.synth.names import FIRST, LAST, RULED_OUT
 
-_SERVICES = list(cat.SERVICE_WEIGHTS)
-SERVICES = tuple(_SERVICES)
-_WEIGHTS = [cat.SERVICE_WEIGHTS[s] for s in _SERVICES]
+SERVICES = tuple(cat.SERVICE_WEIGHTS)
+_WEIGHTS = [cat.SERVICE_WEIGHTS[s] for s in SERVICES]
 _SPECIAL = set(cat.RETURN_PROCS) | set(cat.DISTINCT_PROCS)
 _MAIN = {s: [p for p in ps if p.cpt not in _SPECIAL] for s, ps in cat.BY_SERVICE.items()}
 _DATE0 = dt.date(2019, 1, 1).toordinal()
@@ -123,7 +122,7 @@ def draw(rng: random.Random, case_id: str, length: str = "real", services=None) 
     if services:
         service = rng.choices(list(services), [cat.SERVICE_WEIGHTS[x] for x in services])[0]
     else:
-        service = rng.choices(_SERVICES, _WEIGHTS)[0]
+        service = rng.choices(SERVICES, _WEIGHTS)[0]
     procs = _MAIN[service]
     roll = rng.random()
     global_period = None
