@@ -4,9 +4,10 @@
     python -m bench.bench_infer                                 # 16 short synthetic notes: a few minutes
     python -m bench.bench_infer --n 32 --batch-size 16 32 --max-new-tokens 256 --threads 1   # decode-heavy
 
-The baseline is the study's loop: HF generate() with one prompt at a time. The batched side
-uses infer.generate with --decoder (default `loop`: infer.decode, which drops finished rows;
-`generate`: HF generate with left padding). Both use the study's settings (greedy, repetition
+The baseline is the study's loop: HF generate() with one prompt at a time and transformers' stock
+SDPA attention. The batched side is `opclaim infer`'s engine, infer.generate with --decoder
+(default `loop`: infer.decode, which prefills a shared prompt prefix once, decodes with
+`sdpa_decode` and drops finished rows; `generate`: HF generate with left padding). Both use the study's settings (greedy, repetition
 penalty 1.1). Rows per batch size: tokens/s by wall time and by CPU time (CPU time depends less
 on what else runs on a shared machine), and the share of outputs identical to the
 one-at-a-time outputs."""
@@ -99,7 +100,10 @@ def main(argv=None) -> list[dict]:
     cs = cases(args.n, length=args.length)
     prompts_text = generate.build_prompts(cs, args.mode, loaded)
     generate.generate_batch(loaded, prompts_text[:1], max_new_tokens=4)  # warm-up
+    ours = loaded.model.config._attn_implementation
+    loaded.model.set_attn_implementation("sdpa")  # the study's loop: stock attention
     seq, sw, sc, stok = _decode_all(loaded, prompts_text, 1, args.max_new_tokens)
+    loaded.model.set_attn_implementation(ours)
     rows = []
     for bs in args.batch_size:
         rows += _compare(args, bs, (seq, sw, sc, stok),

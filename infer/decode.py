@@ -1,6 +1,7 @@
 """A greedy decoding loop for a batch that drops rows as they finish (HF generate keeps them).
 
-- Each prompt is prefilled on its own: no padding, the same shapes as a one-at-a-time run.
+- Each prompt is prefilled on its own: no padding, the same shapes as a one-at-a-time run; a
+  prefix all prompts share (system text, instruction: 112 to 248 tokens here) is prefilled once.
 - The batch then decodes from a left-aligned KV buffer that grows in chunks, so a step does not
   copy the whole cache (DynamicCache concatenates every layer every step).
 - A row that emits a stop token leaves the batch; later steps compute only the rows still going.
@@ -14,6 +15,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 CHUNK = 128  # KV buffer growth, in positions
+MIN_SHARED = 16  # shortest common prompt prefix worth prefilling once
 
 
 class BufferLayer(DynamicLayer):
@@ -56,14 +58,42 @@ def supported(model) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=cfg).layers)
 
 
-def _prefill(model, prompts: list[list[int]]):
-    """Last-position logits [B, V] and a left-padded BufferLayer cache for the prompts."""
+def common_prefix(prompts: list[list[int]]) -> int:
+    """Leading tokens every prompt shares (the system text and instruction), leaving each prompt
+    at least one token of its own so its last position's logits come from its own prefill."""
+    if len(prompts) < 2:
+        return 0
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return n
+
+
+def _prefill(model, prompts: list[list[int]], min_shared: int = MIN_SHARED):
+    """Last-position logits [B, V] and a left-padded BufferLayer cache for the prompts.
+
+    When the prompts share at least `min_shared` leading tokens, that prefix is prefilled once and
+    each prompt prefills only its own suffix against it (causal attention: the prefix's keys and
+    values do not depend on what follows it)."""
     width = max(len(p) for p in prompts)
+    shared = common_prefix(prompts)
+    prefix = None
+    if shared >= min_shared:
+        out = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True,
+                    past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
+        prefix = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    else:
+        shared = 0
     logits, rows = [], []
     for p in prompts:
-        ids = torch.tensor([p])
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
-                    past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
+        cache = DynamicCache(config=model.config)
+        if prefix is not None:
+            for li, (k, v) in enumerate(prefix):
+                cache.update(k, v, li)  # a copy: the shared prefix stays as it is
+        ids = torch.tensor([p[shared:]])
+        out = model(input_ids=ids, attention_mask=torch.ones(1, len(p), dtype=torch.long), use_cache=True,
+                    past_key_values=cache, logits_to_keep=1)
         logits.append(out.logits[0, -1].float())
         rows.append([(layer.keys, layer.values) for layer in out.past_key_values.layers])
     layers = []

@@ -184,3 +184,29 @@ def test_train_cli_padding_free(tmp_path, tiny_phi3_dir, cli_env):
     losses = [h["loss"] for h in history if "loss" in h]
     assert losses[-1] < losses[0], losses
     assert (out / "adapter_model.safetensors").stat().st_size > 0
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_claim_logits_only_same_loss_and_grads(tmp_path, tiny_phi3_dir, padding_free):
+    """ClaimSFTTrainer runs the (adapted) head only where a claim token is predicted: the loss and
+    gradients equal the model's own full-logits loss on the same batch."""
+    trainer, _ = _trainer(tmp_path, tiny_phi3_dir, padding_free=padding_free)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    n_items = int((batch["labels"][:, 1:] != -100).sum())
+    model = trainer.model
+    model.eval()
+    results = []
+    for own in (False, True):
+        if own:
+            loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=n_items)
+        else:
+            out = model(**batch, use_cache=False)
+            assert out.logits.shape[1] == batch["input_ids"].shape[1]  # the reference: every position
+            loss = out.loss
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                      if p.grad is not None}, None))
+        model.zero_grad(set_to_none=True)
+    _assert_same(*results)
+    loss, out = trainer.compute_loss(model, dict(batch), return_outputs=True, num_items_in_batch=n_items)
+    assert out.logits.shape[0] == n_items  # only the claim-predicting positions were projected
