@@ -6,7 +6,9 @@
 
 The first grammar compile is timed separately and excluded; the second load (from the on-disk
 cache) is reported too. Rows compare generated tokens per second, since constrained and free
-outputs differ in length. Goal: constrained at most 15% slower (ratio >= 0.85).
+outputs differ in length: the main row per second of decoding (the prefill, the same work in
+both, is timed alone and subtracted), the second end to end. Goal: constrained at most 15% slower
+(ratio >= 0.85).
 """
 
 from __future__ import annotations
@@ -63,8 +65,13 @@ def main(argv=None) -> list[dict]:
     cs = cases(args.n)
     prompts_text = generate.build_prompts(cs, args.mode, loaded)
     generate.generate_batch(loaded, prompts_text[:1], max_new_tokens=4)  # warm-up
+    # Prefill is the same work with or without the grammar; timing it alone (one new token) lets
+    # the main row compare decoding itself. Constrained claims stop at the grammar's end, often
+    # sooner than free text, and tokens / (prefill + decode) would charge that as a slowdown.
+    _, _, prefill, _ = _tok_per_s(loaded, prompts_text, args.batch_size, 1)
     free, ftok, fwall, _ = _tok_per_s(loaded, prompts_text, args.batch_size, args.max_new_tokens)
     cons, ctok, cwall, outs = _tok_per_s(loaded, prompts_text, args.batch_size, args.max_new_tokens, again)
+    fdec, cdec = ftok / max(fwall - prefill, 1e-6), ctok / max(cwall - prefill, 1e-6)
     from eval.extract import extract_codes
 
     codes = [c for o in outs for c in extract_codes(o)["icd10"]]
@@ -72,8 +79,11 @@ def main(argv=None) -> list[dict]:
     note = (f"n={args.n} batch={args.batch_size} max_new={args.max_new_tokens} icd={len(lists.icd10)} "
             f"cpt={len(lists.cpt)} threads={torch.get_num_threads()}")
     rows = [
-        {"name": "tokens/s constrained vs free", "baseline": round(free, 2), "value": round(cons, 2),
-         "ratio": round(cons / free, 3), "unit": "tok/s", "note": note + f"; tokens {ftok} free, {ctok} constrained"},
+        {"name": "decode tokens/s constrained vs free", "baseline": round(fdec, 2), "value": round(cdec, 2),
+         "ratio": round(cdec / fdec, 3), "unit": "tok/s",
+         "note": note + f"; tokens {ftok} free, {ctok} constrained; prefill {prefill:.1f} s excluded"},
+        {"name": "end-to-end tokens/s (with prefill)", "baseline": round(free, 2), "value": round(cons, 2),
+         "ratio": round(cons / free, 3), "unit": "tok/s", "note": f"wall {fwall:.1f} s free, {cwall:.1f} s constrained"},
         {"name": "grammar compile (first)", "baseline": None, "value": round(first.compile_s, 2), "ratio": None,
          "unit": "s", "note": "excluded from the rows above"},
         {"name": "grammar load (cached)", "baseline": round(first.compile_s, 2), "value": round(again.load_s, 2),
