@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from infer.generate import DECODERS
 from opclaim.cli import verb
 from opclaim.errors import InputError
 
@@ -30,7 +31,7 @@ def add_infer_arguments(p) -> None:
     p.add_argument("--rag-index", help="index folder from `opclaim rag build` (rag mode)")
     p.add_argument("--k", type=int, default=2, help="example claims per RAG prompt (study: 2)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (1 = the study's loop)")
-    p.add_argument("--decoder", choices=["loop", "generate"], default="loop",
+    p.add_argument("--decoder", choices=DECODERS, default="loop",
                    help="hf engine: loop drops finished rows from the batch (infer.decode); generate is HF generate()")
     p.add_argument("--max-new-tokens", type=int, default=512, help="study: 512")
     p.add_argument("--repetition-penalty", type=float, default=1.1, help="study: 1.1")
@@ -141,7 +142,7 @@ def prepare(args):
                             repetition_penalty=args.repetition_penalty, ebnf=ebnf)
     else:
         engine = generate.HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar,
-                                   decoder=getattr(args, "decoder", "loop"))
+                                   decoder=args.decoder)
     return cases, prompts_text, engine, config
 
 
