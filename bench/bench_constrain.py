@@ -1,7 +1,7 @@
 """Constrained (claim grammar) against free greedy decoding at the same batch size.
 
     opclaim models pull smollm2-135m --out runs/models/smollm2-135m        # once
-    python -m bench.bench_constrain                             # full 74,731-code ICD grammar, 8 notes
+    python -m bench.bench_constrain                             # full 74,719-code ICD grammar, 8 notes
     python -m bench.bench_constrain --n 32 --max-new-tokens 256
 
 The first grammar compile is timed separately and excluded; the second load (from the on-disk

@@ -108,9 +108,12 @@ def _icd():
 
 @functools.lru_cache(maxsize=1)
 def icd10_billable() -> frozenset[str]:
-    """All billable (leaf) codes of the shipped CMS ICD-10-CM release, dotted."""
+    """All billable (leaf) codes of the shipped CMS ICD-10-CM release, dotted.
+
+    simple-icd-10-cm also reports 12 empty blocks as leaves ("C00-C75", "V00-V99", ...): ranges of
+    codes, not codes, so they are left out."""
     cm = _icd()
-    return frozenset(c for c in cm.get_all_codes(True) if cm.is_leaf(c))
+    return frozenset(c for c in cm.get_all_codes(True) if cm.is_leaf(c) and cm.is_category_or_subcategory(c))
 
 
 def icd10_release() -> str:

@@ -7,9 +7,12 @@ from opclaim.errors import CodeFormatError, InputError
 
 
 def test_icd10_release_size_and_billable():
-    # simple-icd-10-cm lists 74,736 billable entries; five 3-character codes (B20, F99, P84, R99,
-    # Z66) also name a block of the same spelling, so there are 74,731 distinct billable codes.
-    assert len(codes.icd10_billable()) == 74731
+    # simple-icd-10-cm lists 74,736 leaf entries; five 3-character codes (B20, F99, P84, R99,
+    # Z66) also name a block of the same spelling, and 12 empty blocks (C00-C75, ...) are ranges,
+    # not codes, so there are 74,719 distinct billable codes.
+    assert len(codes.icd10_billable()) == 74719
+    assert not any("-" in c for c in codes.icd10_billable())
+    assert "B20" in codes.icd10_billable() and not codes.is_billable_icd10("C00-C75")
     assert codes.is_billable_icd10("K80.20") and codes.is_billable_icd10("k8020")
     assert not codes.is_billable_icd10("K80.2")  # a parent, not billable
     assert not codes.is_billable_icd10("K80.29")  # well-formed but not in the release
