@@ -8,9 +8,9 @@ The baseline is the study's loop: HF generate() with one prompt at a time and tr
 SDPA attention. The batched side is `opclaim infer`'s engine, infer.generate with --decoder
 (default `loop`: infer.decode, which prefills a shared prompt prefix once, decodes with
 `sdpa_decode` and drops finished rows; `generate`: HF generate with left padding). Both use the
-study's settings (greedy, repetition penalty 1.1). Rows per batch size: tokens/s by wall time and by CPU time (CPU time depends less
-on what else runs on a shared machine), and the share of outputs identical to the
-one-at-a-time outputs."""
+study's settings (greedy, repetition penalty 1.1). Rows per batch size: tokens/s by wall time and
+by CPU time (CPU time depends less on what else runs on a shared machine), and the share of
+outputs identical to the one-at-a-time outputs."""
 
 from __future__ import annotations
 
