@@ -97,6 +97,8 @@ def _run(args) -> int:
              if base else ""))
     for i in nd["near_duplicates"]:
         print(f"  near-duplicate: {i}")
+    closest = sorted(nd["per_note"], key=lambda x: -x["max_jaccard"])[:5]
+    print("  closest: " + ", ".join(f"{x['id']} {x['max_jaccard']:.3f} (to {x['nearest_synthetic']})" for x in closest))
     print(f"{'service':<22} {'cases':>5} {'ICD':>4} {'CPT':>4} {'MOD':>4}  distinct codes billed")
     for name, s in dist["services"].items():
         print(f"{name:<22} {s['cases']:>5} {len(s['icd10']):>4} {len(s['cpt']):>4} {len(s['modifiers']):>4}")
