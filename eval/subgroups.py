@@ -11,57 +11,18 @@ Cases without patient fields form the "unknown" group; nothing here reads note t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from eval import bootstrap
+from opclaim.patient import AGE_BANDS, UNKNOWN, age_band, attach_raw_fields, patient_of
 
 COMPONENTS = ("icd10", "cpt", "modifier")
 DIMENSIONS = ("service", "age_band", "sex")
-AGE_BANDS = ((0, 40, "<40"), (40, 65, "40-64"), (65, 80, "65-79"), (80, 121, "80+"))
-UNKNOWN = "unknown"
 MIN_FLAG_CASES = 5
-SEXES = {"F": "F", "M": "M", "U": "U"}  # U: other / not recorded, as the export says
+__all__ = ["AGE_BANDS", "MIN_FLAG_CASES", "age_band", "attach_raw_fields", "breakdown", "patient_of"]
 
 
-# ---------------------------------------------------------------- patient fields
-def patient_of(case) -> dict:
-    """{"age": int|None, "sex": str|None} from a case, defensively (the one accessor: Case.patient
-    once claim.py parses it, else what attach_raw_fields copied from the file)."""
-    p = getattr(case, "patient", None)
-    extra = getattr(case, "extra", None)
-    if p is None and isinstance(extra, dict):
-        p = extra.get("patient")
-    if not isinstance(p, dict):
-        return {"age": None, "sex": None}
-    age, sex = p.get("age"), p.get("sex")
-    age = age if isinstance(age, int) and not isinstance(age, bool) and 0 <= age <= 120 else None
-    sex = SEXES.get(sex.strip().upper()) if isinstance(sex, str) else None
-    return {"age": age, "sex": sex}
-
-
-def attach_raw_fields(cases: list, path: str | Path) -> None:
-    """Copy `patient` and `source` from the raw records onto cases that lack them (until the Case
-    record parses them itself; a no-op afterwards)."""
-    from opclaim.io import iter_jsonl
-
-    by_id = {c.id: c for c in cases}
-    for _, obj in iter_jsonl(path):
-        c = by_id.get(str(obj.get("id")))
-        if c is None:
-            continue
-        for key in ("patient", "source"):
-            if getattr(c, key, None) is None and obj.get(key) is not None:
-                setattr(c, key, obj[key])
-
-
-def age_band(age: int | None) -> str:
-    if age is None:
-        return UNKNOWN
-    return next(label for lo, hi, label in AGE_BANDS if lo <= age < hi)
-
-
+# Patient fields are read through opclaim.patient (one accessor for the whole repo).
 def group_of(case, dimension: str) -> str:
     if dimension == "service":
         return case.service or UNKNOWN
