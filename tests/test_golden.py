@@ -28,7 +28,7 @@ OWN = [
 
 
 def _case(cid, note, service="Orthopedics"):
-    return {"id": cid, "date": "2022-03-04", "service": service, "note": note,
+    return {"id": cid, "date": "2022-03-04", "service": service, "note": note, "source": "golden",
             "claim": {"icd10": ["M23.222"], "providers": [{"name": "Dr. A. Test", "role": "surgeon",
                                                          "lines": [{"cpt": "29881", "modifiers": ["LT"]}]}]}}
 
@@ -82,10 +82,12 @@ def test_cli_fails_on_the_planted_note_and_names_it(tmp_path, small_sample, caps
 def test_check_reports_invalid_and_non_billable_records(tmp_path, small_sample):
     bad = _case("own-2", OWN[1])
     bad["claim"]["icd10"] = ["M23.2"]  # a category, not a billable code
-    rows = [_case("own-1", OWN[0]), bad, {"id": "x", "note": "", "claim": {}}]
+    styled = {**_case("own-3", OWN[0] + " Addendum: none."), "style": "terse"}
+    styled.pop("source")
+    rows = [_case("own-1", OWN[0]), bad, {"id": "x", "note": "", "claim": {}, "source": "golden"}, styled]
     (tmp_path / "g.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     r = golden.check(tmp_path, sample=small_sample)
-    assert [p["line"] for p in r["invalid"]] == [3]
+    assert sorted((p["line"], p["field"]) for p in r["invalid"]) == [(3, "claim"), (4, "source"), (4, "style")]
     assert r["not_billable"] == [{"id": "own-2", "code": "M23.2"}]
 
 

@@ -45,6 +45,7 @@ def check(path: str | Path, sample_n: int | None = None, seed: int = 0, threshol
     """Everything the golden-set test and the verb assert, as one JSON-able report (no note text)."""
     from opclaim import ingest, neardup
     from opclaim.codes import icd10_billable, icd10_release
+    from opclaim.io import iter_jsonl
     from opclaim.synth.scenario import SERVICES
 
     files, cases, problems = golden_files(path), [], []
@@ -53,6 +54,14 @@ def check(path: str | Path, sample_n: int | None = None, seed: int = 0, threshol
         problems += [{"file": f.name, "line": p.where, "field": p.field, "reason": p.reason, "id": p.id}
                      for p, _ in rep.rejected]
         cases += rep.kept
+        # golden records say so and carry no synthetic writer's style (docs/golden.md)
+        for n, obj in iter_jsonl(f):
+            if obj.get("source") != "golden":
+                problems.append({"file": f.name, "line": n, "field": "source", "reason": 'not "golden"',
+                                 "id": str(obj.get("id"))})
+            if obj.get("style") is not None:
+                problems.append({"file": f.name, "line": n, "field": "style",
+                                 "reason": "a golden note has no synthetic style", "id": str(obj.get("id"))})
     ids = [c.id for c in cases]
     problems += [{"file": None, "line": None, "field": "id", "reason": "id in two golden files", "id": i}
                  for i in sorted({i for i in ids if ids.count(i) > 1})]
