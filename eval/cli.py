@@ -68,7 +68,7 @@ def _split_label(value: str) -> tuple[str | None, Path]:
 
 
 def main(args) -> int:
-    from eval import metrics, report, worklist
+    from eval import headline, metrics, report, subgroups, worklist
     from opclaim.io import atomic_write
 
     if args.bootstrap < 0:
@@ -84,6 +84,7 @@ def main(args) -> int:
         if name in golds:
             raise InputError(f"gold set name {name!r} given twice", field="--gold")
         golds[name] = metrics.read_gold(path)
+        subgroups.attach_raw_fields(golds[name], path)  # patient, source (until Case parses them)
         gold_files[name] = path.name
     # -- predictions: (gold name, config, {id: Prediction})
     staged: list[tuple[str, str, dict]] = []
@@ -107,11 +108,16 @@ def main(args) -> int:
     (out / "metrics.json").unlink(missing_ok=True)
     runs = metrics.evaluate(golds, staged, refs, n_boot=args.bootstrap, seed=args.seed,
                             gpu_hour_cost=args.gpu_hour_cost, workers=args.workers)
+    for r in runs:
+        r.block["subgroups"] = subgroups.breakdown(r.cases, r.scores, n_boot=args.bootstrap, seed=args.seed)
+    head = headline.build(runs, golds)
     worklist.write(out / "cases.csv", runs, refs)
     report.write(out / "report.html", runs, refs, title=args.title, n_boot=args.bootstrap, seed=args.seed,
-                 max_cases=args.report_cases)
+                 max_cases=args.report_cases, headline=head)
     doc = {"schema": "opclaim.eval/1",
-           "gold_sets": {g: {"file": gold_files[g], "n_cases": len(cs)} for g, cs in golds.items()},
+           "gold_sets": {g: {"file": gold_files[g], "n_cases": len(cs), "role": head["roles"][g]}
+                         for g, cs in golds.items()},
+           "headline": head,
            "configs": {r.label: r.block for r in runs},
            "references": refs.describe(), "conventions": metrics.CONVENTIONS,
            "bootstrap": {"n": args.bootstrap, "seed": args.seed, "percentiles": [2.5, 97.5]}}
@@ -123,6 +129,11 @@ def main(args) -> int:
         b = r.block
         sys.stderr.write(f"{r.label}: {b['n_cases']} cases ({b['n_missing_predictions']} missing) · "
                          f"F1 ICD {b['icd10']['f1']:.3f} CPT {b['cpt']['f1']:.3f} MOD {b['modifier']['f1']:.3f}\n")
+        for f in b["subgroups"]["flags"]:
+            sys.stderr.write(f"  subgroup flag: {f['dimension']}={f['group']} (n={f['n_cases']}) {f['component']} "
+                             f"F1 {f['f1']:.3f} below overall {f['overall_f1']:.3f} by more than its interval\n")
+    if head["source"] is not None:
+        sys.stderr.write(f"headline numbers from gold set {head['source']!r} ({head['label']})\n")
     sys.stderr.write(f"wrote {out}/metrics.json, report.html, cases.csv\n")
     return 0
 

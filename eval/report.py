@@ -62,6 +62,55 @@ def table2(runs: list[Run]) -> list[dict]:
     return rows
 
 
+DIM_TITLES = {"service": "Service", "age_band": "Age band", "sex": "Sex"}
+COMP_TITLES = (("icd10", "ICD-10-CM"), ("cpt", "CPT"), ("modifier", "Modifiers"))
+
+
+def subgroup_tables(runs: list[Run]) -> list[dict]:
+    """Per configuration: one table per dimension (F1 % with its interval, n, flags)."""
+    out = []
+    for run in runs:
+        sg = run.block.get("subgroups") or {}
+        if not sg.get("dimensions"):
+            continue
+        overall = sg["overall"]
+        dims = []
+        for dim, rows in sg["dimensions"].items():
+            dims.append({"dim": dim, "title": DIM_TITLES.get(dim, dim), "rows": [
+                {"group": g, "n": row["n_cases"],
+                 "cells": [{"f1": _fmt(row[c]["f1"], "pct"), "ci": _ci(row[c]["f1_ci"]), "flag": c in row["flagged"]}
+                           for c, _ in COMP_TITLES]} for g, row in rows.items()]})
+        out.append({"label": run.label, "flags": sg["flags"], "rule": sg.get("rule", ""),
+                    "overall": [{"f1": _fmt(overall[c]["f1"], "pct"), "ci": _ci(overall[c]["f1_ci"])}
+                                for c, _ in COMP_TITLES], "dims": dims})
+    return out
+
+
+def headline_view(head: dict | None) -> dict | None:
+    """The headline block: where its numbers come from and the gaps table, formatted."""
+    if not head or head.get("source") is None:
+        return None
+    from eval.headline import ROLE_LABELS, ROLES
+
+    roles = [r for r in ROLES if any(r in g["sets"] for g in head["gaps"])]
+    rows = []
+    for g in head["gaps"]:
+        for comp, title in COMP_TITLES:
+            cells = [_fmt(g["sets"][r][comp]["f1"], "pct") if r in g["sets"] else "–" for r in roles]
+            present = [r for r in roles if r in g["sets"]]
+            gap = (100 * (g["sets"][present[-1]][comp]["f1"] - g["sets"][present[0]][comp]["f1"])
+                   if len(present) > 1 else None)
+            rows.append({"config": g["config"], "component": title, "cells": cells,
+                         "gap": f"{gap:+.1f}" if gap is not None else "–",
+                         "span": f"{present[0]} → {present[-1]}" if len(present) > 1 else ""})
+    f1 = [{"component": title, "value": _fmt(head["f1"][c]["value"], "pct"), "ci": _ci(head["f1"][c].get("f1_ci"))}
+          for c, title in COMP_TITLES] if head.get("f1") else []
+    return {"source": head["source"], "label": head["label"], "config": head.get("config"),
+            "n_cases": head.get("n_cases"), "rule": head.get("rule", ""), "f1": f1,
+            "roles": [{"role": r, "title": ROLE_LABELS[r], "gold": head["sets_by_role"][r]} for r in roles],
+            "rows": rows}
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
@@ -150,7 +199,7 @@ def coder_sections(runs: list[Run], refs: References, max_cases: int) -> list[di
 
 
 def render(runs: list[Run], refs: References, *, title: str = "opclaim evaluation", n_boot: int = 1000,
-           seed: int = 0, max_cases: int = 100) -> str:
+           seed: int = 0, max_cases: int = 100, headline: dict | None = None) -> str:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
                       autoescape=select_autoescape(["html", "j2"], default=True, default_for_string=True))
     services = sorted({svc for r in runs for svc in r.block["by_service"]})
@@ -161,6 +210,7 @@ def render(runs: list[Run], refs: References, *, title: str = "opclaim evaluatio
         "meteor_reason": next((r.block["structure"].get("meteor_unavailable") for r in runs
                                if r.block["structure"].get("meteor_unavailable")), None),
         "coder": coder_sections(runs, refs, max_cases), "modifiers": MODIFIERS,
+        "headline": headline_view(headline), "subgroups": subgroup_tables(runs),
     }
     return env.get_template("report.html.j2").render(**ctx)
 

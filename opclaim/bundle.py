@@ -37,7 +37,7 @@ NEEDED_NAMES = {
     "config.json", "generation_config.json", "adapter_config.json", "model.safetensors.index.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-    "README.md", "opclaim_run.json", "opclaim_source.json",
+    "README.md", "opclaim_run.json", "opclaim_source.json", "opclaim_config.json",
 }
 NEEDED_SUFFIXES = (".safetensors",)
 # Pickles run code when loaded: refused outright, never silently skipped.

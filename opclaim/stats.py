@@ -1,5 +1,5 @@
 """Describe a cases file: note token lengths (the study's Figure 1), the top ICD-10-CM and CPT
-codes (Figure 2), service mix and encounter dates, as PNG plots, stats.json and a small HTML page.
+codes (Figure 2), service mix, patients by age band and sex (Table 1) and encounter dates, as PNG plots, stats.json and a small HTML page.
 
 Only aggregates are written: no note text, no ids.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from opclaim.claim import Case, render_target
 from opclaim.ingest import count_tokens
 from opclaim.io import atomic_write
+from opclaim.patient import AGE_BANDS, UNKNOWN, age_band, attach_raw_fields, patient_of
 
 TOP_N = 50
 
@@ -27,6 +28,9 @@ def compute(cases: list[Case], tokenizer=None) -> dict:
     mods = Counter(m.split("-", 1)[1] for c in cases for m in c.claim.modifier_set())
     services = Counter(c.service or "unknown" for c in cases)
     years = Counter((c.date or "undated")[:4] for c in cases)
+    pts = [patient_of(c) for c in cases]
+    bands = Counter(age_band(p["age"]) for p in pts)
+    sexes = Counter(p["sex"] or UNKNOWN for p in pts)
     months = Counter((c.date or "undated")[:7] for c in cases)
 
     def summary(xs):
@@ -45,6 +49,10 @@ def compute(cases: list[Case], tokenizer=None) -> dict:
         "top_icd10": icd.most_common(TOP_N), "top_cpt": cpt.most_common(TOP_N),
         "modifiers": mods.most_common(),
         "services": services.most_common(),
+        # the study's Table 1 rows: age band and sex (missing fields are "unknown")
+        "patients": {"age_band": [(b, bands[b]) for b in [x[2] for x in AGE_BANDS] + [UNKNOWN] if bands[b]],
+                     "sex": [(x, sexes[x]) for x in ("F", "M", "U", UNKNOWN) if sexes[x]],
+                     "age": summary([p["age"] for p in pts if p["age"] is not None])},
         "years": sorted(years.items()), "months": sorted(months.items()),
         "_note_tokens": note_tokens,
     }
@@ -98,6 +106,8 @@ def _table(rows, head) -> str:
 def write(cases: list[Case], out: str | Path, source: str = "", tokenizer=None) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if source and str(source).endswith(".jsonl") and Path(source).is_file():
+        attach_raw_fields(cases, source, keys=("patient",))  # until Case parses `patient` itself
     st = compute(cases, tokenizer)
     images = _plots(st, out)
     public = {k: v for k, v in st.items() if not k.startswith("_")}
@@ -114,6 +124,8 @@ Token counts: {html.escape(st['token_counter'])}.</p>
 <h2>Code frequencies (Figure 2)</h2><img src="top_icd10.png" alt="top ICD-10-CM codes"><img src="top_cpt.png" alt="top CPT codes">
 <h2>Service mix</h2>{_table([[s, c, f'{100 * c / n:.1f}%'] for s, c in st['services']], ['service', 'cases', 'share'])}
 <img src="services.png" alt="service mix">
+<h2>Patients (Table 1)</h2>{_table([[f'age {b}', c, f'{100 * c / n:.1f}%'] for b, c in st['patients']['age_band']]
+         + [[f'sex {x}', c, f'{100 * c / n:.1f}%'] for x, c in st['patients']['sex']], ['group', 'cases', 'share'])}
 <h2>Encounter dates</h2>{_table(st['years'], ['year', 'cases'])}
 <h2>Modifiers</h2>{_table(st['modifiers'], ['modifier', 'lines'])}
 </body></html>"""

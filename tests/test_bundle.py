@@ -204,14 +204,14 @@ def test_model_card_has_every_section_and_no_note_text(tmp_path):
     card_path = write_model_card(tmp_path, tmp_path / "metrics.json")
     card = card_path.read_text()
     assert is_opclaim_card(card_path)
-    for section in ("## Base model", "## Training data", "## Recipe", "## Evaluation", "## Intended use",
-                    "## Limitations"):
+    for section in ("## Identity", "## Training data", "## Training", "## Evaluation", "## Intended use",
+                    "## Limitations"):  # the card's own content: tests/test_modelcard.py
         assert section in card
-    assert "/models/tiny-phi3" in card and "train: 13 cases" in card
-    assert "Urology (9)" in card and "2021-01-10 to 2021-09-18" in card
-    assert "lora_r: 64" in card and "max_steps: 6" in card
-    assert "| icd10.precision | 0.500 | [0.250, 0.750] |" in card
-    assert "| cpt.recall | 0.500 | [0.250, 0.750] |" in card
+    assert "/models/tiny-phi3" not in card and "| Base model | tiny-phi3 |" in card and "train: 13 cases" in card
+    assert "Urology (12)" in card and "2021-01-10 to 2021-09-18" in card
+    assert json.loads((tmp_path / "opclaim_config.json").read_text())["model"]["lora_r"] == 64
+    assert "(max_steps 6)" in card
+    assert "| finetuned | 8 | ICD-10-CM | 33.3 | – | 50.0 [25.0, 75.0] | 25.0 [0.0, 50.0] |" in card
     assert "ZQXCANARY7731PHI" not in card
 
 
@@ -225,11 +225,11 @@ def test_adapter_bundle_carries_a_generated_card_and_loads(tiny_phi3_dir, adapte
     out = bundle.create(tiny_phi3_dir, keys[0], tmp_path / "b", adapter=adapter_dir)
     manifest = bundle.verify(out, keys[1])
     assert {"adapter/adapter_model.safetensors", "adapter/adapter_config.json", "adapter/README.md",
-            "adapter/opclaim_run.json"} <= set(manifest["files"])
+            "adapter/opclaim_run.json", "adapter/opclaim_config.json"} <= set(manifest["files"])
     skipped = {s["path"] for s in manifest["skipped"]}
     assert {"adapter/training_args.bin", "adapter/checkpoint-3/", "adapter/eval/"} <= skipped
     card = (out / "adapter" / "README.md").read_text()
-    assert "| icd10.precision | 0.500 | [0.250, 0.750] |" in card  # metrics found under the source
+    assert "| finetuned | 8 | ICD-10-CM | 33.3 |" in card  # metrics found under the source
     model_path = bundle.verify_if_bundle(out, keys[1])
     adapter_path = bundle.verify_if_bundle(out / "adapter", keys[1])
     model = PeftModel.from_pretrained(load_model(model_path), adapter_path)

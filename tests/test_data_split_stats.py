@@ -101,3 +101,18 @@ def test_cli_stats_plots_html_and_no_note_text(tmp_path, cli_env):
         assert c.id not in blob
         longest = max(c.note.split("\n"), key=len)
         assert longest[:60] not in blob
+
+
+def test_stats_break_patients_down_by_age_band_and_sex(tmp_path):
+    from opclaim import stats
+    from opclaim.io import read_cases, write_jsonl
+
+    cs = generate_cases(120, seed=4, style="terse")
+    rows = [{**c.to_dict(), "patient": c.patient} for c in cs]
+    rows[0].pop("patient")  # missing stays missing: "unknown"
+    write_jsonl(tmp_path / "c.jsonl", rows)
+    st = stats.write(read_cases(tmp_path / "c.jsonl"), tmp_path / "out", source=str(tmp_path / "c.jsonl"))
+    bands, sexes = dict(st["patients"]["age_band"]), dict(st["patients"]["sex"])
+    assert sum(bands.values()) == sum(sexes.values()) == 120 and bands["unknown"] == sexes["unknown"] == 1
+    assert bands.get("80+", 0) == sum(c.patient["age"] >= 80 for c in cs[1:])
+    assert "Patients (Table 1)" in (tmp_path / "out" / "index.html").read_text()

@@ -135,8 +135,20 @@ def test_eval_several_configs_and_gold_sets(data):
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["configs"]) == ["test/finetuned", "terse/finetuned"]
     assert m["configs"]["terse/finetuned"]["gold"] == "terse" and m["configs"]["terse/finetuned"]["n_cases"] == 30
-    assert m["gold_sets"] == {"test": {"file": "test.jsonl", "n_cases": 40},
-                              "terse": {"file": "terse.jsonl", "n_cases": 30}}
+    assert m["gold_sets"] == {"test": {"file": "test.jsonl", "n_cases": 40, "role": "same-style"},
+                              "terse": {"file": "terse.jsonl", "n_cases": 30, "role": "cross-style"}}
+    # the headline comes from the cross-style set (no golden set given) and shows the gap
+    h = m["headline"]
+    assert (h["source"], h["role"], h["config"], h["n_cases"]) == ("terse", "cross-style", "finetuned", 30)
+    assert h["f1"]["icd10"]["value"] == m["configs"]["terse/finetuned"]["icd10"]["f1"]
+    (gap,) = h["gaps"]
+    assert set(gap["sets"]) == {"same-style", "cross-style"}
+    step = gap["steps"][0]
+    assert (step["from"], step["to"]) == ("same-style", "cross-style")
+    assert step["icd10"] == pytest.approx(m["configs"]["terse/finetuned"]["icd10"]["f1"]
+                                          - m["configs"]["test/finetuned"]["icd10"]["f1"])
+    html = (out / "report.html").read_text()
+    assert "Headline numbers come from the <b>cross-style test</b> set" in html and 'id="gaps-table"' in html
     rows = list(csv.DictReader((out / "cases.csv").open()))
     assert {r["gold"] for r in rows} == {"test", "terse"} and len(rows) == 70
 

@@ -351,3 +351,18 @@ def test_services_restrict_the_case_mix(tmp_path, cli_env):
                           "--out", str(tmp_path / "x.jsonl")], env=cli_env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--services" in bad.stderr and "'Eyes'" in bad.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_patient_fields_come_from_the_drawn_facts(drawn):
+    """age/sex on every synthetic case are the scenario's own facts, which both writers state."""
+    for _style, s, c in _all(drawn):
+        assert c.patient == {"age": s.age, "sex": s.sex}
+        assert str(s.age) in c.note
+    ages = [s.age for _, s, _ in _all(drawn)]
+    assert min(ages) < 12 and max(ages) >= 80  # pediatric and 80+ age bands are both drawn
+    by_service = {}
+    for _, _s, c in _all(drawn):
+        by_service.setdefault(c.service, set()).add(c.patient["sex"])
+    assert by_service["Obstetrics"] == {"F"} and by_service["Gynecology"] == {"F"}
+    again = next(iter(iter_drawn(1, seed=11, style="terse")))[1]
+    assert again.patient == drawn["terse"][0][1].patient

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from opclaim.cli import verb
+from opclaim.commands import golden
 from opclaim.errors import InputError
 
 
@@ -59,6 +60,7 @@ opclaim data stats cases.jsonl --out reports/data --tokenizer models/smollm2-135
     st.add_argument("file")
     st.add_argument("--out", required=True)
     st.add_argument("--tokenizer", help="count tokens with this local tokenizer folder")
+    golden.register(ds)  # `data golden-check` lives in opclaim/commands/golden.py
 
 
 def synth(args):

@@ -38,7 +38,11 @@ def iter_drawn(n: int, seed: int = 0, style: str = "dictation", length: str = "r
     for i in range(n):
         s = scenario.draw(rng, f"{id_prefix}{i:06d}", length, services)
         note = write(rng, s)
-        yield s, Case(id=s.id, note=note, claim=scenario.code_claim(s), date=s.date, service=s.service, style=style)
+        case = Case(id=s.id, note=note, claim=scenario.code_claim(s), date=s.date, service=s.service, style=style)
+        # The facts already drawn (no extra rng draw, so notes and claims stay the same by seed).
+        # Set after construction: works whether or not Case declares `patient` yet.
+        case.patient = {"age": s.age, "sex": s.sex}
+        yield s, case
 
 
 def generate_cases(n: int, seed: int = 0, style: str = "dictation", length: str = "real",
