@@ -24,11 +24,12 @@ import tempfile
 from pathlib import Path
 
 import opclaim
+from opclaim import artifacts
 from opclaim.errors import InputError
+from opclaim.registry import PICKLE_SUFFIXES  # pickles run code when loaded: refused, never skipped
 
-MANIFEST = "opclaim_bundle.json"
+MANIFEST = artifacts.BundleManifest.FILE
 SIGNATURE = "opclaim_bundle.sig"
-FORMAT = "opclaim-bundle/1"
 PRIVATE_KEY = "opclaim_signing.key"
 PUBLIC_KEY = "opclaim_signing.pub"
 
@@ -40,8 +41,6 @@ NEEDED_NAMES = {
     "README.md", "opclaim_run.json", "opclaim_source.json",
 }
 NEEDED_SUFFIXES = (".safetensors",)
-# Pickles run code when loaded: refused outright, never silently skipped.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 # Trainer writes its arguments as a pickle beside the adapter; it is not needed to load the model.
 SKIPPED_PICKLES = {"training_args.bin"}
 
@@ -175,10 +174,11 @@ def create(model_dir: str | Path, key: str | Path, out: str | Path, adapter: str
             if f.is_file():
                 rel = f.relative_to(stage).as_posix()
                 files[rel] = {"sha256": _sha256(f), "size": f.stat().st_size}
-        manifest = {"format": FORMAT, "opclaim_version": opclaim.__version__,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "parts": sorted(parts), "files": files, "skipped": skipped}
-        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = artifacts.BundleManifest(
+            opclaim_version=opclaim.__version__,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            parts=sorted(parts), files=files, skipped=skipped)
+        artifacts.save(manifest, stage / MANIFEST)
         _sign(stage, key)
         os.chmod(stage, 0o755)
         os.rename(stage, out)
@@ -226,10 +226,10 @@ def verify(bundle: str | Path, key: str | Path) -> dict:
         if not (root / name).is_file():
             raise BundleError(f"not a signed bundle: {name} is missing", file=root)
     try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise BundleError("unreadable manifest", file=root / MANIFEST) from None
+        manifest = artifacts.load(artifacts.BundleManifest, root / MANIFEST).to_dict()
+    except InputError as e:
+        raise BundleError(f"unreadable manifest ({e.reason})", file=e.file, field=e.field) from None
+    files = manifest["files"]
 
     problems = []
     present = {}
