@@ -195,7 +195,7 @@ def _add_model_card(stage: Path, parts: dict) -> None:
     for name, src in parts.items():
         card = stage / name / "README.md"
         # PEFT's save_pretrained leaves a template README.md; replace anything that is not ours.
-        if (stage / name / "opclaim_run.json").is_file() and not is_opclaim_card(card):
+        if (stage / name / artifacts.TrainRun.FILE).is_file() and not is_opclaim_card(card):
             write_model_card(stage / name, metrics_path=find_latest_metrics(src))
 
 

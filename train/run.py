@@ -89,6 +89,8 @@ def main(margs, dargs, targs) -> int:
     _fix_report_to(targs)
     out = Path(targs.output_dir)
     tok = load_tokenizer(margs.model_name_or_path)
+    # Read now, not after training: a refused record must not cost a run.
+    source = artifacts.load_optional(artifacts.ModelSource, margs.model_name_or_path)
     fmt = data.choose_format(tok, dargs.prompt_format)
     splits = data.load_splits(dargs)
     train_ds = data.to_dataset(splits["train"], fmt, tok)
@@ -134,7 +136,7 @@ def main(margs, dargs, targs) -> int:
         write_run_record(out, margs, dargs, targs, fmt.name, facts, data.summary(splits),
                          final_train=train_l[-1][1] if train_l else None, final_val=final_val,
                          wall=time.time() - t0, steps=trainer.state.global_step,
-                         world=trainer.accelerator.num_processes,
+                         world=trainer.accelerator.num_processes, source=source,
                          zero=zero_facts(trainer),
                          torch_version=torch.__version__)
     trainer.accelerator.wait_for_everyone()
@@ -158,7 +160,7 @@ def _jsonable(obj):
 
 
 def write_run_record(out: Path, margs, dargs, targs, fmt_name, facts, summary, *, final_train, final_val,
-                     wall, steps, world, zero, torch_version) -> None:
+                     wall, steps, world, zero, torch_version, source=None) -> None:
     from dataclasses import asdict
 
     base = Path(margs.model_name_or_path)
@@ -166,7 +168,7 @@ def write_run_record(out: Path, margs, dargs, targs, fmt_name, facts, summary, *
     tr = {k: v for k, v in tr.items() if "token" not in k or k in ("eos_token", "pad_token")}
     record = artifacts.TrainRun(
         prompt_format=fmt_name, base_model=str(base.resolve()),
-        base_model_source=artifacts.load_optional(artifacts.ModelSource, base),
+        base_model_source=source,
         **facts, world_size=world, **zero, data=summary, final_train_loss=final_train,
         final_val_loss=final_val, global_step=steps, wall_time_s=round(wall, 1), torch=torch_version,
         config=json.loads(json.dumps({"model": asdict(margs), "data": asdict(dargs), "training": tr},
