@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -34,9 +36,6 @@ partial = artifacts.partial_path
 
 def cases_identity(cases, cases_file: str | Path | None = None) -> artifacts.CasesIdentity:
     """The cases file's sha256 (the records' canonical JSON when there is no file) and the ids' digest."""
-    import hashlib
-    import json
-
     if cases_file is not None:
         digest = artifacts.sha256_file(cases_file)
     else:
@@ -128,8 +127,6 @@ def finalize(out: Path, order: list[str], rows: dict[str, dict], config: dict,
              cases: artifacts.CasesIdentity, ranks: int | None = None) -> int:
     """Write the complete file in input order (atomically), then drop the partial file."""
     ordered = [PredictionRow.from_dict(rows[i]).to_dict() for i in order if i in rows]
-    import json
-
     with atomic_write(out, private=True) as fh:
         for r in ordered:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -105,7 +105,7 @@ def choose_params(retriever, val_cases: list[Case], k_grid=K_GRID, t_grid=T_GRID
 
     if not val_cases:
         raise InputError("no validation records", field="val")
-    usable = len(retriever) - (1 if any(c.id in retriever._row for c in val_cases) else 0)
+    usable = len(retriever) - (1 if any(c.id in retriever for c in val_cases) else 0)
     ks = [k for k in k_grid if k <= usable]
     if not ks:
         raise InputError("index too small for any k in the grid", field="k")

@@ -92,6 +92,10 @@ class Retriever:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, case_id) -> bool:
+        """Whether the index holds this training id."""
+        return str(case_id) in self._row
+
     def embed(self, notes: list[str], progress: bool = False) -> np.ndarray:
         cleaned = [embed.clean_note(n) for n in notes]
         for i, t in enumerate(cleaned):

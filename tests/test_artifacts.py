@@ -166,3 +166,14 @@ def test_prediction_rows_torn_tail(tmp_path):
 def test_fingerprint_is_stable_and_sensitive():
     assert A.fingerprint({"a": 1, "b": [1, 2]}) == A.fingerprint({"b": [1, 2], "a": 1})
     assert A.fingerprint({"a": 1}) != A.fingerprint({"a": 2})
+
+
+def test_train_finished_for_shell_scripts(tmp_path, capsys):
+    """slurm/*.sbatch ask `python -m opclaim.artifacts train-finished DIR` instead of testing -f."""
+    assert A.main(["train-finished", str(tmp_path)]) == 1
+    A.save(SAMPLES[A.TrainRun], tmp_path)
+    assert A.main(["train-finished", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "opclaim_run.json").read_text())
+    (tmp_path / "opclaim_run.json").write_text(json.dumps({**doc, "schema": "opclaim.train-run/99"}))
+    assert A.main(["train-finished", str(tmp_path)]) == 2
+    assert "newer" in capsys.readouterr().err
