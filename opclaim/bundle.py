@@ -38,7 +38,8 @@ NEEDED_NAMES = {
     "config.json", "generation_config.json", "adapter_config.json", "model.safetensors.index.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-    "README.md", "opclaim_run.json", "opclaim_source.json",
+    "README.md", artifacts.TrainRun.FILE, artifacts.ModelSource.FILE,
+    artifacts.MergeRecord.FILE,  # a merged model's prompt format travels with it
 }
 NEEDED_SUFFIXES = (".safetensors",)
 # Trainer writes its arguments as a pickle beside the adapter; it is not needed to load the model.

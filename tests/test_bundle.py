@@ -312,3 +312,18 @@ def test_infer_model_bundle_uses_its_adapter_or_refuses_clearly(tiny_phi3_dir, a
     err = capsys.readouterr().err
     assert "carries its own adapter/" in err and "BUNDLE/model" in err
     assert not (tmp_path / "q.jsonl").exists()
+
+
+def test_merged_model_bundle_keeps_its_merge_record(tiny_phi3_dir, keys, tmp_path):
+    """The merge record names the prompt format the merged weights expect: it must travel."""
+    from opclaim import artifacts
+
+    src = tmp_path / "merged"
+    shutil.copytree(tiny_phi3_dir, src)
+    artifacts.save(artifacts.MergeRecord(base_model="/b", adapter="/a", merged_into="original", dtype="float32",
+                                         prompt_format="generic", untied_lm_head=False), src)
+    out = bundle.create(src, keys[0], tmp_path / "b")
+    assert "model/opclaim_merge.json" in bundle.verify(out, keys[1])["files"]
+    from infer.loading import trained_format
+
+    assert trained_format(out / "model") == "generic"
