@@ -43,17 +43,17 @@ class _Timed:
 
 
 def _tok_per_s(loaded, prompts_text, batch_size, max_new_tokens, grammar=None):
-    from infer import generate
+    from infer import engines, run
 
-    engine = generate.HFEngine(loaded, grammar=grammar)
+    engine = engines.HFEngine(loaded, grammar=grammar)
     lengths = [engine.count_tokens(p) for p in prompts_text]
     outs = [None] * len(prompts_text)
     t0 = time.perf_counter()
-    for batch in generate.buckets(lengths, batch_size):
+    for batch in run.buckets(lengths, batch_size):
         texts, cut = engine.generate([prompts_text[i] for i in batch], max_new_tokens)
         for i, t, c in zip(batch, texts, cut, strict=False):
             # As `opclaim infer` does: a constrained row cut by the budget loses its half-written code.
-            outs[i] = generate.trim_incomplete(t) if (c and grammar is not None) else t
+            outs[i] = run.trim_incomplete(t) if (c and grammar is not None) else t
     wall = time.perf_counter() - t0
     tokens = sum(engine.count_tokens(o) for o in outs)
     return tokens / wall, tokens, wall, outs
@@ -63,7 +63,7 @@ def main(argv=None) -> list[dict]:
     import torch
 
     from bench.bench_infer import cases
-    from infer import constrain, generate
+    from infer import constrain, engines, loading, render
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/models/smollm2-135m")
@@ -75,7 +75,7 @@ def main(argv=None) -> list[dict]:
     args = ap.parse_args(argv)
     if not Path(args.model, "config.json").is_file():
         sys.exit(f"no model at {args.model}: run `opclaim models pull smollm2-135m --out {args.model}` first")
-    loaded = generate.load(args.model)
+    loaded = loading.load(args.model)
     lists = constrain.code_lists()
     if args.icd_cohort:
         lists.icd10 = lists.icd10[: args.icd_cohort]
@@ -83,8 +83,8 @@ def main(argv=None) -> list[dict]:
         first = constrain.for_model(loaded, lists, cache=Path(cache))
         again = constrain.for_model(loaded, lists, cache=Path(cache))
     cs = cases(args.n)
-    prompts_text = generate.build_prompts(cs, args.mode, loaded)
-    generate.generate_batch(loaded, prompts_text[:1], max_new_tokens=4)  # warm-up
+    prompts_text = render.build_prompts(cs, args.mode, loaded)
+    engines.generate_batch(loaded, prompts_text[:1], max_new_tokens=4)  # warm-up
     # Prefill is the same work with or without the grammar; timing it alone (one new token) lets
     # the main row compare decoding itself. Constrained claims stop at the grammar's end, often
     # sooner than free text, and tokens / (prefill + decode) would charge that as a slowdown.

@@ -5,7 +5,7 @@
     python -m bench.bench_infer --n 32 --batch-size 16 32 --max-new-tokens 256 --threads 1   # decode-heavy
 
 The baseline is the study's loop: HF generate() with one prompt at a time and transformers' stock
-SDPA attention. The batched side is `opclaim infer`'s engine, infer.generate with --decoder
+SDPA attention. The batched side is `opclaim infer`'s engine, infer.engines with --decoder
 (default `loop`: infer.decode, which prefills a shared prompt prefix once, decodes with
 `sdpa_decode` and drops finished rows; `generate`: HF generate with left padding). Both use the
 study's settings (greedy, repetition penalty 1.1). Rows per batch size: tokens/s by wall time and
@@ -35,13 +35,13 @@ def cases(n: int, seed: int = 0, length: str = "short"):
 
 def _decode_all(loaded, prompts_text, batch_size, max_new_tokens, decoder="generate"):
     """Outputs in input order, plus (wall s, cpu s, generated tokens)."""
-    from infer import generate
+    from infer import engines, run
 
     lengths = [len(loaded.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts_text]
     outs = [None] * len(prompts_text)
     t0, c0 = time.perf_counter(), _cpu()
-    for batch in generate.buckets(lengths, batch_size):
-        texts, _ = generate.generate_batch(loaded, [prompts_text[i] for i in batch], max_new_tokens=max_new_tokens,
+    for batch in run.buckets(lengths, batch_size):
+        texts, _ = engines.generate_batch(loaded, [prompts_text[i] for i in batch], max_new_tokens=max_new_tokens,
                                            decoder=decoder)
         for i, t in zip(batch, texts, strict=False):
             outs[i] = t
@@ -79,7 +79,7 @@ def _compare(args, batch_size, one, batched) -> list[dict]:
 def main(argv=None) -> list[dict]:
     import torch
 
-    from infer import generate
+    from infer import engines, loading, render
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/models/smollm2-135m", help="model folder (default: SmolLM2-135M at runs/models/smollm2-135m)")
@@ -89,17 +89,17 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--mode", default="base", choices=["base", "finetuned"])
     ap.add_argument("--length", default="short", choices=["short", "real"], help="synthetic note length")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--decoder", default="loop", choices=generate.DECODERS,
+    ap.add_argument("--decoder", default="loop", choices=engines.DECODERS,
                     help="batched side: loop (drops finished rows) or HF generate; the baseline is generate")
     args = ap.parse_args(argv)
     if not Path(args.model, "config.json").is_file():
         sys.exit(f"no model at {args.model}: run `opclaim models pull smollm2-135m --out {args.model}` first")
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = generate.load(args.model)
+    loaded = loading.load(args.model)
     cs = cases(args.n, length=args.length)
-    prompts_text = generate.build_prompts(cs, args.mode, loaded)
-    generate.generate_batch(loaded, prompts_text[:1], max_new_tokens=4)  # warm-up
+    prompts_text = render.build_prompts(cs, args.mode, loaded)
+    engines.generate_batch(loaded, prompts_text[:1], max_new_tokens=4)  # warm-up
     ours = loaded.model.config._attn_implementation
     loaded.model.set_attn_implementation("sdpa")  # the study's loop: stock attention
     seq, sw, sc, stok = _decode_all(loaded, prompts_text, 1, args.max_new_tokens)

@@ -18,7 +18,7 @@ its random masks depend on the batch shape). The per-step losses of the timed ru
 adapter, same optimizer, LoRA dropout on as in the demo) are reported too.
 
     flock /tmp/opclaim-cpu.lock python -m bench.bench_packing            # 8 real-length notes, 2 per step (the demo's batch)
-    flock /tmp/opclaim-cpu.lock python -m bench.bench_packing --n 16 --batch 4 --length short
+    flock /tmp/opclaim-cpu.lock python -m bench.bench_packing --n 16 --batch-size 4 --length short
 Memory: without gradient checkpointing, LoRA r=64 on every linear + lm_head keeps a few MB of
 activations per token slot; a padded step of 4 real notes (~6,800 slots) was OOM-killed at 24 GB
 on this 23 GB machine, 2 real notes or 4 short ones run. Padding-free holds fewer slots.
@@ -124,7 +124,7 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/models/smollm2-135m", help="SmolLM2 folder (opclaim models pull smollm2-135m)")
     ap.add_argument("--n", type=int, default=8, help="examples (half dictation, half terse, shuffled)")
-    ap.add_argument("--batch", type=int, default=2, help="examples per optimizer step, both batchings")
+    ap.add_argument("--batch-size", type=int, default=2, help="examples per optimizer step, both batchings")
     ap.add_argument("--length", choices=("real", "short"), default="real", help="synthetic note length")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--with-sdpa-mask", action="store_true",
@@ -143,7 +143,7 @@ def main(argv=None) -> list[dict]:
         variants.append(("padding-free, sdpa mask", "sdpa", True))
     res, checks = {}, {}
     for name, attn, pf in variants:
-        steps = batches(rows, args.batch, tok.pad_token_id, pf)
+        steps = batches(rows, args.batch_size, tok.pad_token_id, pf)
         model = build(args.model, attn, args.seed)
         checks[name] = check(model, steps[0])
         res[name] = train(model, steps)
@@ -161,7 +161,7 @@ def main(argv=None) -> list[dict]:
     step_rel = max(abs(a - b) / abs(a) for a, b in zip(base["losses"], pf["losses"], strict=True))
     agree = loss_rel <= LOSS_RTOL and grad_rel <= GRAD_RTOL
     shape = (f"{args.n} {args.length} notes ({min(lens)}-{max(lens)} tokens, mean {sum(lens) / len(lens):.0f}), "
-             f"{args.batch} per step; padded steps hold {base['width']} token slots for {base['tokens']} tokens")
+             f"{args.batch_size} per step; padded steps hold {base['width']} token slots for {base['tokens']} tokens")
     out = [
         {"name": "padding-free: tokens/s (wall)", "baseline": f"{base['wall']:.1f}", "value": f"{pf['wall']:.1f}",
          "ratio": f"{pf['wall'] / base['wall']:.2f}", "unit": "tok/s", "note": f"goal >= {GOAL}x; {shape}"},

@@ -21,6 +21,7 @@ from opclaim.claim import Case, render_target, strip_special_tokens
 from opclaim.codes import icd10_billable, icd10_description, icd10_release, load_code_list, normalize_icd10
 from opclaim.errors import InputError
 from opclaim.io import iter_jsonl, read_cases
+from opclaim.scoring import precision_recall
 
 COMPONENTS = ("icd10", "cpt", "modifier")
 CONVENTIONS = {
@@ -110,11 +111,9 @@ def read_predictions(path: str | Path, gold_ids: set[str], config: str | None = 
 
 
 def _catalog_cpt() -> tuple[dict[str, str], str] | None:
-    """{CPT: description} of the synthetic catalog (imported lazily: eval works without it)."""
-    try:
-        from opclaim.synth import catalog
-    except ImportError:
-        return None
+    """{CPT: description} of the synthetic catalog (imported lazily: only when used)."""
+    from opclaim.synth import catalog
+
     codes = catalog.all_cpt_codes()
     by_cpt = getattr(catalog, "BY_CPT", {})
     return ({c: getattr(by_cpt.get(c), "desc", "") for c in codes},
@@ -153,14 +152,6 @@ def load_references(golds: list[Case], icd_ref: str | Path | None = None,
 
 
 # ---------------------------------------------------------------- per case
-def precision_recall(model: set, gold: set) -> tuple[float, float]:
-    """DESIGN.md conventions: both empty -> (1, 1); any other 0/0 -> 0."""
-    if not model and not gold:
-        return 1.0, 1.0
-    hit = len(model & gold)
-    return (hit / len(model) if model else 0.0), (hit / len(gold) if gold else 0.0)
-
-
 @dataclass
 class CaseScore:
     id: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infer.generate import DECODERS
+from infer.engines import DECODERS
 from opclaim.cli import verb
 from opclaim.errors import InputError
 
@@ -24,10 +24,14 @@ opclaim merge --model models/phi3 --adapter runs/qlora/adapter --out runs/merged
 
 def add_infer_arguments(p) -> None:
     p.add_argument("--model", required=True, help="base or merged model folder (safetensors)")
-    p.add_argument("--adapter", help="PEFT adapter folder from `train` (merged in memory unless --load-4bit)")
+    p.add_argument("--adapter", help="PEFT adapter folder from `train` (merged in memory unless --load-4bit); "
+                   "a signed bundle's adapter/ is used without it")
     p.add_argument("--mode", required=True, choices=["base", "rag", "finetuned"], help="the study's prompt configuration")
     p.add_argument("--cases", required=True, help="cases JSONL (validated strictly)")
-    p.add_argument("--out", required=True, help="predictions JSONL (0600); reruns resume into it")
+    p.add_argument("--out", required=True, help="predictions JSONL (0600); reruns with the same cases and "
+                   "settings resume into it")
+    p.add_argument("--force-new", action="store_true",
+                   help="start --out over (deletes its rows) instead of refusing another cases file or setup")
     p.add_argument("--rag-index", help="index folder from `opclaim rag build` (rag mode)")
     p.add_argument("--k", type=int, default=2, help="example claims per RAG prompt (study: 2)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (1 = the study's loop)")
@@ -66,11 +70,24 @@ def register(subs) -> None:
     m.add_argument("--bundle-key", help="public key: verify a signed bundle before loading it")
 
 
-def _verify_bundles(args) -> None:
-    """Signed bundles are verified before anything loads; plain folders pass through."""
-    from opclaim.bundle import verify_if_bundle
+def _verify_bundles(args, *, use_bundle_adapter: bool = True) -> None:
+    """Signed bundles are verified before anything loads; plain folders pass through.
 
+    `--model BUNDLE` whose bundle carries an adapter/ loads that adapter (verified with the rest);
+    naming another --adapter beside it is refused, so a bundle never silently loses its adapter."""
+    from opclaim.bundle import bundle_root, verify_if_bundle
+
+    given = args.model
     args.model = str(verify_if_bundle(args.model, args.bundle_key))
+    root = bundle_root(given)
+    if use_bundle_adapter and root is not None and Path(given).resolve() == root.resolve() \
+            and (root / "adapter").is_dir():
+        if args.adapter and Path(args.adapter).resolve() != (root / "adapter").resolve():
+            raise InputError("this bundle carries its own adapter/; drop --adapter to use it, or pass "
+                             "--model BUNDLE/model to pair the bundle's base with another adapter",
+                             field="--adapter")
+        args.adapter = str(root / "adapter")  # verified above: one manifest covers the whole bundle
+        return
     if args.adapter:
         args.adapter = str(verify_if_bundle(args.adapter, args.bundle_key))
 
@@ -87,6 +104,8 @@ def _check_inputs(args):
         raise InputError("must be >= 1", field="--max-new-tokens")
     cases = read_cases(args.cases)
     _verify_bundles(args)
+    if args.engine == "vllm" and args.adapter:
+        raise InputError("--engine vllm takes a merged model: run `opclaim merge` first", field="--adapter")
     if args.mode == "rag":
         if not args.rag_index:
             raise InputError("rag mode needs --rag-index DIR (build one with `opclaim rag build`)",
@@ -103,7 +122,10 @@ def _check_inputs(args):
 
 def prepare(args):
     """(cases, prompts, engine, config) for a run; shared by one process and by N ranks."""
-    from infer import generate
+    from infer import loading, output
+    from infer.engines import HFEngine
+    from infer.render import build_prompts
+    from opclaim.artifacts import folder_fingerprint
 
     cases = _check_inputs(args)
     if args.engine == "vllm":
@@ -112,7 +134,7 @@ def prepare(args):
         engine_cls = VllmEngine.check()  # clear InputError when vllm or a GPU is missing
     else:
         engine_cls = None
-    loaded = generate.load(args.model, args.adapter, load_4bit=args.load_4bit)
+    loaded = loading.load(args.model, args.adapter, load_4bit=args.load_4bit)
     config = {"config_name": args.config_name or args.mode, "mode": args.mode, "format": loaded.fmt.name,
               **loaded.info, "num_beams": 1, "do_sample": False,
               "repetition_penalty": args.repetition_penalty, "max_new_tokens": args.max_new_tokens,
@@ -122,9 +144,9 @@ def prepare(args):
         from rag.retrieve import Retriever
 
         retriever = Retriever.load(args.rag_index)
-        config.update(rag_index=str(Path(args.rag_index).resolve()), rag_fingerprint=generate._fingerprint(
+        config.update(rag_index=str(Path(args.rag_index).resolve()), rag_fingerprint=folder_fingerprint(
             Path(args.rag_index)), k=args.k)
-    prompts_text = generate.build_prompts(cases, args.mode, loaded, retriever, k=args.k)
+    prompts_text = build_prompts(cases, args.mode, loaded, retriever, k=args.k)
     grammar = ebnf = None
     if args.constrain:
         from infer import constrain
@@ -141,37 +163,52 @@ def prepare(args):
         engine = engine_cls(args.model, loaded, tensor_parallel=args.tensor_parallel,
                             repetition_penalty=args.repetition_penalty, ebnf=ebnf)
     else:
-        engine = generate.HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar,
-                                   decoder=args.decoder)
-    return cases, prompts_text, engine, config
+        engine = HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar,
+                          decoder=args.decoder)
+    return cases, prompts_text, engine, config, output.cases_identity(cases, args.cases)
 
 
 def main(args) -> int:
-    import torch
+    import contextlib
+    import os
 
-    from infer import generate, parallel
+    from infer import output
 
-    world = parallel.world_size()
-    torch.set_num_threads(args.threads or max(1, (torch.get_num_threads() if world == 1
-                                                  else (__import__("os").cpu_count() or 1) // world)))
-    cases, prompts_text, engine, config = prepare(args)
-    kwargs = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-              "progress": not args.no_progress}
-    if world > 1:
-        stats = parallel.run_sharded(cases, prompts_text, engine, Path(args.out), config, **kwargs)
-    else:
-        stats = generate.run(cases, prompts_text, engine, args.out, config, **kwargs)
+    # The output lock first: a second run on the same --out stops before loading anything.
+    first = int(os.environ.get("RANK", "0")) == 0
+    with output.locked(Path(args.out)) if first else contextlib.nullcontext():
+        stats = _infer(args)
     if stats is not None:
         print(f"wrote {args.out}: {stats['rows']} rows ({stats['generated']} generated, "
               f"{stats['skipped']} already done, {stats['too_long']} over the context)")
     return 0
 
 
+def _infer(args):
+    import os
+
+    import torch
+
+    from infer import parallel
+    from infer.run import run
+
+    world = parallel.world_size()
+    torch.set_num_threads(args.threads or max(1, (torch.get_num_threads() if world == 1
+                                                  else (os.cpu_count() or 1) // world)))
+    cases, prompts_text, engine, config, cases_id = prepare(args)
+    kwargs = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+              "progress": not args.no_progress, "cases_id": cases_id, "force_new": args.force_new,
+              "lock": False}
+    if world > 1:
+        return parallel.run_sharded(cases, prompts_text, engine, Path(args.out), config, **kwargs)
+    return run(cases, prompts_text, engine, args.out, config, **kwargs)
+
+
 # ---------------------------------------------------------------- merge
 def merge_main(args) -> int:
     from infer.merge import merge
 
-    _verify_bundles(args)
+    _verify_bundles(args, use_bundle_adapter=False)
     info = merge(args.model, args.adapter, args.out, from_bf16=args.from_bf16, dtype=args.dtype)
     print(f"wrote {args.out} (merged into {info['merged_into']} weights)")
     return 0

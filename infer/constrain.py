@@ -1,6 +1,6 @@
 """Decoding constrained to valid codes: an xgrammar grammar of the claim format.
 
-The grammar spells out the claim target text (DESIGN.md "Claim target text"); its code slots
+The grammar spells out the claim target text (docs/design.md, "Claim target text"); its code slots
 admit only codes from the reference lists — billable ICD-10-CM codes (or a site's cohort list),
 the CPT list, the modifier table — so a fabricated code cannot be generated at all. Free text
 (provider names, descriptions) stays free.
@@ -56,12 +56,10 @@ class CodeLists:
         return h.hexdigest()[:16]
 
 
-def synth_cpt_codes() -> list[str] | None:
-    """The synthetic catalog's CPT codes, when the synth module exists (eval counts against it too)."""
-    try:
-        from opclaim.synth import catalog
-    except ImportError:
-        return None
+def synth_cpt_codes() -> list[str]:
+    """The synthetic catalog's CPT codes (eval counts against them too)."""
+    from opclaim.synth import catalog
+
     return sorted(catalog.all_cpt_codes())
 
 

@@ -7,7 +7,9 @@ instead (the adapter then sits on slightly different base weights than it was tr
 
 The output is a plain model folder: safetensors weights, the tokenizer, a generation config
 whose eos ids include the end-of-claim token (so any runtime stops where training stopped), and
-the adapter's opclaim_run.json (prompt format, training facts) plus opclaim_merge.json.
+a copy of the adapter's training run record (opclaim_run.json) and the merge record
+(opclaim_merge.json, which names the prompt format the merged weights expect); see
+opclaim/artifacts.py.
 """
 
 from __future__ import annotations
@@ -17,45 +19,17 @@ import shutil
 from pathlib import Path
 
 import opclaim  # noqa: F401
+from infer.loading import check_adapter, untie_adapted_head
+from opclaim import artifacts
 from opclaim.errors import InputError
-
-
-def trained_in_4bit(run_info: dict) -> bool:
-    from infer.generate import find_key
-
-    return bool(find_key(run_info, "load_in_4bit") or find_key(run_info, "load_4bit"))
-
-
-def untie_adapted_head(model, adapter_dir) -> bool:
-    """Give lm_head its own copy of the embedding matrix when the adapter changes lm_head.
-
-    Models like SmolLM2 tie lm_head to the input embeddings; merging a LoRA on lm_head into the
-    shared matrix would also move every input embedding, so the merged model would no longer be
-    the trained one. Untied first, the merge changes the output head only. Returns whether it untied.
-    """
-    import torch
-
-    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
-    targets = cfg.get("target_modules") or []
-    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
-    if "lm_head" not in targets or head is None or head.weight is not emb.weight:
-        return False
-    head.weight = torch.nn.Parameter(emb.weight.detach().clone())
-    model.config.tie_word_embeddings = False
-    text = getattr(model.config, "get_text_config", lambda: None)()
-    if text is not None and text is not model.config:
-        text.tie_word_embeddings = False
-    return True
 
 
 def merge(model_dir, adapter_dir, out_dir, *, from_bf16: bool = False, dtype: str | None = None) -> dict:
     import torch
     from peft import PeftModel
-    from transformers import BitsAndBytesConfig
 
     import prompts
-    from infer.generate import check_adapter, read_run_info
-    from opclaim.registry import check_model_dir, load_model, load_tokenizer
+    from opclaim.registry import check_model_dir, load_model, load_tokenizer, nf4_config
 
     mdir, out = check_model_dir(model_dir), Path(out_dir)
     if out.resolve() in (mdir.resolve(), Path(adapter_dir).resolve()):
@@ -64,14 +38,12 @@ def merge(model_dir, adapter_dir, out_dir, *, from_bf16: bool = False, dtype: st
     config = json.loads((mdir / "config.json").read_text(encoding="utf-8"))
     saved_dtype = getattr(torch, dtype or config.get("torch_dtype") or config.get("dtype") or "float32")
     a = Path(adapter_dir)
-    run = read_run_info(a) if a.is_dir() else {}
-    nf4 = trained_in_4bit(run) and not from_bf16
+    run = artifacts.load_optional(artifacts.TrainRun, a) if a.is_dir() else None
+    nf4 = bool(run and run.load_in_4bit) and not from_bf16
     if nf4:
-        # Same quantisation as train/model.py: nf4 + double quant. Dequantising gives exactly the
+        # Same quantisation as training (registry.nf4_config). Dequantising gives exactly the
         # weights the 4-bit training forward pass used.
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.float32)
-        model = load_model(mdir, dtype=torch.float32, quantization_config=q)
+        model = load_model(mdir, dtype=torch.float32, quantization_config=nf4_config(torch.float32))
         model = model.dequantize(dtype=torch.float32)
     else:
         model = load_model(mdir, dtype=torch.float32)
@@ -83,7 +55,7 @@ def merge(model_dir, adapter_dir, out_dir, *, from_bf16: bool = False, dtype: st
         del merged.config.quantization_config  # the saved weights are plain tensors
     merged.config.__dict__.pop("_pre_quantization_dtype", None)
 
-    fmt_name = run.get("prompt_format") if isinstance(run.get("prompt_format"), str) else None
+    fmt_name = run.prompt_format if run is not None else None
     fmt = prompts.get_format(fmt_name) if fmt_name in prompts.FORMATS else prompts.detect_format(tok)
     gen = merged.generation_config
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
@@ -96,16 +68,14 @@ def merge(model_dir, adapter_dir, out_dir, *, from_bf16: bool = False, dtype: st
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    info = {"base_model": str(mdir.resolve()), "adapter": str(a.resolve()),
-            "merged_into": "nf4-dequantised" if nf4 else "original",
-            "dtype": str(saved_dtype).replace("torch.", ""), "prompt_format": fmt.name,
-            "untied_lm_head": untied,
-            "eos_token_id": gen.eos_token_id}
-    run_out = dict(run)
-    run_out.setdefault("prompt_format", fmt.name)
-    (tmp / "opclaim_run.json").write_text(json.dumps(run_out, indent=2) + "\n", encoding="utf-8")
-    (tmp / "opclaim_merge.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    record = artifacts.MergeRecord(base_model=str(mdir.resolve()), adapter=str(a.resolve()),
+                                   merged_into="nf4-dequantised" if nf4 else "original",
+                                   dtype=str(saved_dtype).replace("torch.", ""), prompt_format=fmt.name,
+                                   untied_lm_head=untied, eos_token_id=gen.eos_token_id)
+    if run is not None:  # the merged model carries its training facts (model card, bundles)
+        artifacts.save(run, tmp)
+    artifacts.save(record, tmp)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)  # a half-written folder never carries the final name
-    return info
+    return record.to_dict()

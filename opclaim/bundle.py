@@ -24,11 +24,12 @@ import tempfile
 from pathlib import Path
 
 import opclaim
+from opclaim import artifacts
 from opclaim.errors import InputError
+from opclaim.registry import PICKLE_SUFFIXES  # pickles run code when loaded: refused, never skipped
 
-MANIFEST = "opclaim_bundle.json"
+MANIFEST = artifacts.BundleManifest.FILE
 SIGNATURE = "opclaim_bundle.sig"
-FORMAT = "opclaim-bundle/1"
 PRIVATE_KEY = "opclaim_signing.key"
 PUBLIC_KEY = "opclaim_signing.pub"
 
@@ -37,11 +38,10 @@ NEEDED_NAMES = {
     "config.json", "generation_config.json", "adapter_config.json", "model.safetensors.index.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-    "README.md", "opclaim_run.json", "opclaim_source.json", "opclaim_config.json",
+    "README.md", artifacts.TrainRun.FILE, artifacts.ModelSource.FILE,
+    artifacts.MergeRecord.FILE, "opclaim_config.json",  # a merged model's prompt format travels with it
 }
 NEEDED_SUFFIXES = (".safetensors",)
-# Pickles run code when loaded: refused outright, never silently skipped.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 # Trainer writes its arguments as a pickle beside the adapter; it is not needed to load the model.
 SKIPPED_PICKLES = {"training_args.bin"}
 
@@ -175,10 +175,11 @@ def create(model_dir: str | Path, key: str | Path, out: str | Path, adapter: str
             if f.is_file():
                 rel = f.relative_to(stage).as_posix()
                 files[rel] = {"sha256": _sha256(f), "size": f.stat().st_size}
-        manifest = {"format": FORMAT, "opclaim_version": opclaim.__version__,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "parts": sorted(parts), "files": files, "skipped": skipped}
-        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        manifest = artifacts.BundleManifest(
+            opclaim_version=opclaim.__version__,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            parts=sorted(parts), files=files, skipped=skipped)
+        artifacts.save(manifest, stage / MANIFEST)
         _sign(stage, key)
         os.chmod(stage, 0o755)
         os.rename(stage, out)
@@ -195,7 +196,7 @@ def _add_model_card(stage: Path, parts: dict) -> None:
     for name, src in parts.items():
         card = stage / name / "README.md"
         # PEFT's save_pretrained leaves a template README.md; replace anything that is not ours.
-        if (stage / name / "opclaim_run.json").is_file() and not is_opclaim_card(card):
+        if (stage / name / artifacts.TrainRun.FILE).is_file() and not is_opclaim_card(card):
             write_model_card(stage / name, metrics_path=find_latest_metrics(src))
 
 
@@ -226,10 +227,10 @@ def verify(bundle: str | Path, key: str | Path) -> dict:
         if not (root / name).is_file():
             raise BundleError(f"not a signed bundle: {name} is missing", file=root)
     try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise BundleError("unreadable manifest", file=root / MANIFEST) from None
+        manifest = artifacts.load(artifacts.BundleManifest, root / MANIFEST).to_dict()
+    except InputError as e:
+        raise BundleError(f"unreadable manifest ({e.reason})", file=e.file, field=e.field) from None
+    files = manifest["files"]
 
     problems = []
     present = {}

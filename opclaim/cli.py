@@ -1,7 +1,10 @@
 """The `opclaim` command. Each verb group lives in a small module with `register(subparsers)`;
 heavy imports happen inside the verb, so `--help` is instant.
 
-Exit codes: 0 success, 2 bad usage or bad input (file, line and field named), 1 internal failure.
+Exit codes (opclaim/exits.py, shared with `python -m train` and `python -m infer`): 0 success,
+2 bad usage or bad input (file, line and field named), 1 internal failure (no traceback unless
+--debug or OPCLAIM_DEBUG=1). A verb module that fails to import is an internal failure that names
+the module: a broken install never loses verbs silently.
 """
 
 from __future__ import annotations
@@ -11,18 +14,23 @@ import importlib
 import sys
 
 import opclaim  # noqa: F401  (sets the offline environment first)
-from opclaim.errors import InputError
+from opclaim.exits import DEBUG_FLAG, call, take_debug_flag
 
-# Verb groups in --help order. A module that does not exist yet is skipped.
+# Verb groups in --help order.
 COMMAND_MODULES = [
     "opclaim.commands.data",
     "eval.cli",
     "rag.cli",
     "opclaim.commands.models",
-    "train.cli",
+    "opclaim.commands.train",
+    "opclaim.commands.plan_memory",
     "infer.cli",
     "opclaim.commands.bundle",
 ]
+
+
+class VerbImportError(RuntimeError):
+    """A verb module that cannot be imported: the install is broken."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,42 +56,34 @@ def build_parser() -> argparse.ArgumentParser:
                      "  opclaim models tiny-phi3 --out models/tiny\n  opclaim <verb> --help",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"opclaim {opclaim.__version__}")
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help="show the traceback of an internal error (also OPCLAIM_DEBUG=1); it may quote data")
     subs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name in (name, name.rsplit(".", 1)[0]):
-                continue
-            raise
+        except ImportError as e:
+            raise VerbImportError(f"verb module {name} failed to import ({type(e).__name__}: {e}); "
+                                  "the installation is broken (reinstall: make setup)") from e
         mod.register(subs)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv, debug = take_debug_flag(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+    except VerbImportError as e:
+        sys.stderr.write(f"opclaim: internal error: {e}\n")
+        return 1
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    try:
-        rc = args.func(args)
-        return 0 if rc is None else int(rc)
-    except InputError as e:
-        sys.stderr.write(f"opclaim {args.verb}: error: {e}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
-    except Exception as e:  # noqa: BLE001 - the exit-code contract: 1 on internal failure
-        # Type and a short message only: tracebacks can quote data, and data may be PHI.
-        sys.stderr.write(f"opclaim {args.verb}: internal error: {type(e).__name__}: {str(e)[:300]}\n"
-                         "(set OPCLAIM_DEBUG=1 for the traceback)\n")
-        import os
-
-        if os.environ.get("OPCLAIM_DEBUG"):
-            raise
-        return 1
+    return call(f"opclaim {args.verb}", args.func, args, debug=debug)
 
 
 if __name__ == "__main__":

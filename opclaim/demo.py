@@ -2,8 +2,16 @@
 
     python -m opclaim.demo --config demo.yaml [--fresh]
 
-Stages whose outputs exist are skipped (delete runs/demo or pass --fresh to redo them), so a
-second run only repeats what changed. Prints the headline table and the report's path.
+Each stage records what it was computed from (runs/demo/stages/<stage>.json, artifacts.DemoStage):
+the config values it reads and the fingerprints of the stages it depends on. A stage whose record
+matches and whose outputs exist is skipped; otherwise it runs again, and so does everything
+downstream (their inputs hold its fingerprint), and the demo prints why. Editing
+`train_overrides` therefore re-trains, re-merges, re-runs the fine-tuned inference and re-scores,
+but keeps the data, the base model, the RAG index and the base/RAG predictions. `--fresh` deletes
+the output folder first. Prints the headline table and the report's path.
+
+An optional `golden:` key scores the hand-written golden cases of the demo's department(s) as a
+third test set, `golden`, beside the same-style and cross-style sets.
 """
 
 from __future__ import annotations
@@ -20,10 +28,14 @@ from pathlib import Path
 import yaml
 
 import opclaim  # noqa: F401  (offline environment)
+from opclaim import artifacts
+from opclaim.artifacts import DemoStage
 from opclaim.errors import InputError
-from opclaim.io import atomic_write
+from opclaim.io import atomic_write, iter_jsonl
 
 BIN = Path(sys.executable).parent
+GOLDEN = "golden"
+SET_LABELS = {GOLDEN: "golden (hand-written)"}
 
 
 class Demo:
@@ -35,27 +47,68 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         self.t0 = time.perf_counter()
         self.timings: list[tuple[str, float, bool]] = []
+        self.ran: list[str] = []
+        self.fp: dict[str, str] = {}  # stage name -> fingerprint of its inputs
         self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 
     def p(self, *parts) -> Path:
         return self.out.joinpath(*parts)
 
-    def step(self, name: str, done: Path | None, *cmds: list[str]) -> None:
-        """Run `cmds` unless `done` exists (None: always run); log the wall time."""
-        if done is not None and done.exists():
+    # ------------------------------------------------------------------ stage bookkeeping
+    def _record(self, key: str) -> Path:
+        return self.p("stages", f"{key.replace('/', '__')}.json")
+
+    def why_run(self, key: str, inputs: dict, outputs: list[Path]) -> str | None:
+        """None when the stage is up to date; else the reason it must run."""
+        rec = self._record(key)
+        if not rec.is_file():
+            return "no record of a previous run"
+        try:
+            old = artifacts.load(DemoStage, rec)
+        except InputError as e:
+            return f"its record is unreadable ({e.reason})"
+        if old.fingerprint != artifacts.fingerprint(inputs):
+            changed = sorted(k for k in set(old.inputs) | set(inputs)
+                             if json.dumps(old.inputs.get(k), sort_keys=True, default=str)
+                             != json.dumps(inputs.get(k), sort_keys=True, default=str))
+            return "changed: " + ", ".join(changed or ["inputs"])
+        missing = [o for o in outputs if not o.exists()]
+        if missing:
+            return f"output missing: {missing[0].relative_to(self.out)}"
+        return None
+
+    def stage(self, key: str, name: str, inputs: dict, outputs: list[Path], *cmds, clear=(), after=None) -> str:
+        """Run `cmds` unless the stage is up to date; record its inputs. Returns its fingerprint.
+        `clear`: outputs removed before a re-run (stale results must not survive)."""
+        fp = artifacts.fingerprint(inputs)
+        self.fp[key] = fp
+        why = self.why_run(key, inputs, outputs)
+        if why is None:
             self.timings.append((name, 0.0, True))
-            print(f"[demo] {name}: done already ({done})", flush=True)
-            return
-        print(f"[demo] {name} ...", flush=True)
+            print(f"[demo] {name}: up to date", flush=True)
+            return fp
+        print(f"[demo] {name}: running ({why}) ...", flush=True)
+        self._record(key).unlink(missing_ok=True)  # a stage that fails half-way is not up to date
+        for c in clear:
+            if c.is_dir():
+                shutil.rmtree(c)
+            else:
+                c.unlink(missing_ok=True)
         t = time.perf_counter()
         for cmd in cmds:
             cmd = [str(c) for c in cmd]
             r = subprocess.run(cmd, env=self.env)
             if r.returncode != 0:
                 raise SystemExit(f"[demo] {name} failed (exit {r.returncode}): {' '.join(cmd)}")
+        if after is not None:
+            after()
+        artifacts.save(DemoStage(stage=key, fingerprint=fp, inputs=inputs, finished=artifacts.now_utc()),
+                       self._record(key))
         took = time.perf_counter() - t
         self.timings.append((name, took, False))
+        self.ran.append(key)
         print(f"[demo] {name}: {took:.0f} s (total {time.perf_counter() - self.t0:.0f} s)", flush=True)
+        return fp
 
     # ------------------------------------------------------------------ stages
     def data(self):
@@ -65,106 +118,163 @@ class Demo:
         style = d.get("style", "dictation")
         if style == d["cross_style"]:
             raise InputError("the cross-style test set must be written in another style", field="data.cross_style")
-        self.step("synthesize + split", self.p("data", "split", "test.jsonl"),
-                  [opc, "data", "synth", "--n", d["n"], "--seed", c["seed"], "--style", style,
-                   "--length", d["length"], *svc, "--out", self.p("data", f"{style}.jsonl")],
-                  [opc, "data", "split", self.p("data", f"{style}.jsonl"), "--out", self.p("data", "split"),
-                   "--seed", c["seed"]],
-                  [opc, "data", "synth", "--n", d["cross_eval"], "--seed", c["seed"] + 1000,
-                   "--style", d["cross_style"], "--length", d["length"], *svc, "--out",
-                   self.p("data", f"{d['cross_style']}.jsonl")])
-        for name, n in (("val", d["val_eval"]), ("test", d["test_eval"])):
-            dst = self.p("data", f"{name}_eval.jsonl")
-            if not dst.exists():
+        data_dir = self.p("data")
+
+        def eval_subsets():
+            artifacts.load(artifacts.SplitRecord, self.p("data", "split"))  # the split finished
+            for name, n in (("val", d["val_eval"]), ("test", d["test_eval"])):
                 rows = self.p("data", "split", f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
-                with atomic_write(dst, private=True) as fh:  # note text: owner-only
+                with atomic_write(self.p("data", f"{name}_eval.jsonl"), private=True) as fh:  # note text
                     fh.write("\n".join(rows[:n]) + "\n")
-        cat = self.p("data", "cpt_catalog.txt")
-        if not cat.exists():
             from opclaim.synth import catalog
 
             codes = sorted(catalog.all_cpt_codes())
-            cat.write_text("\n".join(codes) + "\n", encoding="utf-8")
+            self.p("data", "cpt_catalog.txt").write_text("\n".join(codes) + "\n", encoding="utf-8")
+
+        self.stage("data", "synthesize + split", {"seed": c["seed"], "data": d},
+                   [self.p("data", "split", "split.json"), self.p("data", "test_eval.jsonl"),
+                    self.p("data", "val_eval.jsonl"), self.p("data", f"{d['cross_style']}.jsonl"),
+                    self.p("data", "cpt_catalog.txt")],
+                   [opc, "data", "synth", "--n", d["n"], "--seed", c["seed"], "--style", style,
+                    "--length", d["length"], *svc, "--out", self.p("data", f"{style}.jsonl")],
+                   [opc, "data", "split", self.p("data", f"{style}.jsonl"), "--out", self.p("data", "split"),
+                    "--seed", c["seed"]],
+                   [opc, "data", "synth", "--n", d["cross_eval"], "--seed", c["seed"] + 1000,
+                    "--style", d["cross_style"], "--length", d["length"], *svc, "--out",
+                    self.p("data", f"{d['cross_style']}.jsonl")],
+                   clear=[data_dir], after=eval_subsets)
+        self.golden()
+
+    def golden(self):
+        """The golden cases of the demo's department(s), when `golden:` names files that exist."""
+        g = self.cfg.get("golden") or {}
+        files = [Path(f) for f in (g.get("files") or [])]
+        self.has_golden = False
+        if not files:
+            return
+        absent = [f for f in files if not f.is_file()]
+        if absent:
+            print(f"[demo] golden test set: skipped ({absent[0]} not found)", flush=True)
+            return
+        services = set(self.cfg["data"].get("services") or [])
+        dst = self.p("golden", "golden.jsonl")
+
+        def write():
+            # Raw records (every field the golden files carry), filtered by service only.
+            rows = [obj for f in files for _, obj in iter_jsonl(f)
+                    if not services or obj.get("service") in services]
+            if not rows:
+                raise InputError(f"no golden case of {', '.join(sorted(services))}", file=files[0],
+                                 field="service")
+            with atomic_write(dst, private=True) as fh:
+                for obj in rows:
+                    fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+        self.stage("golden", "golden test set", {"files": {str(f): artifacts.sha256_file(f) for f in files},
+                                                 "services": sorted(services)},
+                   [dst], clear=[dst], after=write)
+        self.has_golden = True
 
     def model(self):
-        self.step("pull SmolLM2-135M-Instruct", self.p("models", "base", "config.json"),
-                  [BIN / "opclaim", "models", "pull", self.cfg["model"], "--out", self.p("models", "base")])
+        self.stage("model", f"pull {self.cfg['model']}", {"model": self.cfg["model"]},
+                   [self.p("models", "base", "config.json")],
+                   [BIN / "opclaim", "models", "pull", self.cfg["model"], "--out", self.p("models", "base")],
+                   clear=[self.p("models", "base")])
 
     def rag(self):
-        self.step("RAG index (MiniLM + FAISS)", self.p("rag", "manifest.json"),
-                  [BIN / "opclaim", "rag", "build", "--train", self.p("data", "split", "train.jsonl"),
-                   "--out", self.p("rag")])
+        self.stage("rag", "RAG index (MiniLM + FAISS)", {"data": self.fp["data"]}, [self.p("rag", "manifest.json")],
+                   [BIN / "opclaim", "rag", "build", "--train", self.p("data", "split", "train.jsonl"),
+                    "--out", self.p("rag")])
 
     def train(self):
         over = []
         for k, v in (self.cfg.get("train_overrides") or {}).items():
             over += [f"--{k}", v]
-        self.step("fine-tune (LoRA/QLoRA, CPU recipe)", self.p("adapter", "adapter_model.safetensors"),
-                  [sys.executable, "-m", "train", "--config", self.cfg["recipe"],
-                   "--model_name_or_path", self.p("models", "base"),
-                   "--train_file", self.p("data", "split", "train.jsonl"),
-                   "--eval_file", self.p("data", "val_eval.jsonl"),
-                   "--output_dir", self.p("adapter"), *over])
-        self.step("merge adapter", self.p("merged", "config.json"),
-                  [BIN / "opclaim", "merge", "--model", self.p("models", "base"), "--adapter", self.p("adapter"),
-                   "--out", self.p("merged")])
+        recipe = Path(self.cfg["recipe"])
+        if not recipe.is_file():
+            raise InputError("recipe not found", file=recipe, field="recipe")
+        inputs = {"recipe": str(recipe), "recipe_sha256": artifacts.sha256_file(recipe),
+                  "train_overrides": self.cfg.get("train_overrides") or {},
+                  "model": self.fp["model"], "data": self.fp["data"]}
+        self.stage("train", "fine-tune (LoRA/QLoRA, CPU recipe)", inputs,
+                   [self.p("adapter", "opclaim_run.json")],
+                   [BIN / "opclaim", "train", "--config", recipe,
+                    "--model-name-or-path", self.p("models", "base"),
+                    "--train-file", self.p("data", "split", "train.jsonl"),
+                    "--eval-file", self.p("data", "val_eval.jsonl"),
+                    "--output-dir", self.p("adapter"), *over],
+                   clear=[self.p("adapter")])  # a stale checkpoint would resume the old run
+        self.stage("merge", "merge adapter", {"train": self.fp["train"]}, [self.p("merged", "config.json")],
+                   [BIN / "opclaim", "merge", "--model", self.p("models", "base"), "--adapter", self.p("adapter"),
+                    "--out", self.p("merged")])
 
     def sets(self) -> dict[str, Path]:
         d = self.cfg["data"]
-        return {"val": self.p("data", "val_eval.jsonl"), "test": self.p("data", "test_eval.jsonl"),
-                d["cross_style"]: self.p("data", f"{d['cross_style']}.jsonl")}
+        out = {"val": self.p("data", "val_eval.jsonl"), "test": self.p("data", "test_eval.jsonl"),
+               d["cross_style"]: self.p("data", f"{d['cross_style']}.jsonl")}
+        if getattr(self, "has_golden", False):
+            out[GOLDEN] = self.p("golden", "golden.jsonl")
+        return out
 
-    def runs(self) -> list[tuple[str, str, list]]:
-        """(gold set, configuration, infer arguments) for every LLM run."""
+    def set_stage(self, gold: str) -> str:
+        return GOLDEN if gold == GOLDEN else "data"
+
+    def runs(self) -> list[tuple[str, str, list, list[str]]]:
+        """(gold set, configuration, infer arguments, stages it depends on) for every LLM run."""
         base, merged = self.p("models", "base"), self.p("merged")
-        cfgs = {"base": ["--model", base, "--mode", "base"],
-                "rag": ["--model", base, "--mode", "rag", "--rag-index", self.p("rag")],
-                "finetuned": ["--model", merged, "--mode", "finetuned"],
-                "finetuned+constrained": ["--model", merged, "--mode", "finetuned", "--constrain",
-                                          "--cpt-ref", self.p("data", "cpt_catalog.txt")]}
+        cfgs = {"base": (["--model", base, "--mode", "base"], ["model"]),
+                "rag": (["--model", base, "--mode", "rag", "--rag-index", self.p("rag")], ["model", "rag"]),
+                "finetuned": (["--model", merged, "--mode", "finetuned"], ["merge"]),
+                "finetuned+constrained": (["--model", merged, "--mode", "finetuned", "--constrain",
+                                           "--cpt-ref", self.p("data", "cpt_catalog.txt")], ["merge", "data"])}
         out = []
         for gold in self.sets():
-            for name, args in cfgs.items():
+            for name, (args, deps) in cfgs.items():
                 if gold == "val" and name != "finetuned":
                     continue  # val is scored for the val-versus-test gap only
-                out.append((gold, name, args))
+                out.append((gold, name, args, deps))
         return out
 
     def infer(self):
         i = self.cfg["infer"]
-        for gold, name, args in self.runs():
+        for gold, name, args, deps in self.runs():
             pred = self.p("preds", gold, f"{name}.jsonl")
-            done = self.p("preds", gold, f"{name}.done")
-            self.step(f"infer {name} on {gold}", done,
-                      [BIN / "opclaim", "infer", *args, "--cases", self.sets()[gold], "--out", pred,
-                       "--config-name", name, "--batch-size", i["batch_size"],
-                       "--max-new-tokens", i["max_new_tokens"],
-                       "--repetition-penalty", i["repetition_penalty"]])
-            done.touch()
+            inputs = {"infer": i, "cases": self.fp[self.set_stage(gold)], **{d: self.fp[d] for d in deps}}
+            self.stage(f"infer/{gold}/{name}", f"infer {name} on {gold}", inputs, [pred],
+                       [BIN / "opclaim", "infer", *args, "--cases", self.sets()[gold], "--out", pred,
+                        "--config-name", name, "--batch-size", i["batch_size"],
+                        "--max-new-tokens", i["max_new_tokens"],
+                        "--repetition-penalty", i["repetition_penalty"], "--force-new"])
         for gold in self.sets():
             if gold == "val":
                 continue
-            self.step(f"kNN baseline on {gold}", self.p("preds", gold, "knn.jsonl"),
-                      [BIN / "opclaim", "knn", "--index", self.p("rag"), "--cases", self.sets()[gold],
-                       "--val", self.p("data", "split", "val.jsonl"), "--out", self.p("preds", gold, "knn.jsonl")])
+            pred = self.p("preds", gold, "knn.jsonl")
+            self.stage(f"knn/{gold}", f"kNN baseline on {gold}",
+                       {"rag": self.fp["rag"], "data": self.fp["data"], "cases": self.fp[self.set_stage(gold)]},
+                       [pred],
+                       [BIN / "opclaim", "knn", "--index", self.p("rag"), "--cases", self.sets()[gold],
+                        "--val", self.p("data", "split", "val.jsonl"), "--out", pred], clear=[pred])
 
     def evaluate(self):
         args = [BIN / "opclaim", "eval", "--out", self.p("report"), "--bootstrap", self.cfg["eval"]["bootstrap"],
                 "--seed", self.cfg["seed"], "--cpt-ref", self.p("data", "cpt_catalog.txt"),
-                "--title", "opclaim demo: SmolLM2-135M-Instruct on the synthetic benchmark"]
+                "--title", self.cfg.get("title", "opclaim demo: SmolLM2-135M-Instruct on the synthetic benchmark")]
         for gold, path in self.sets().items():
             args += ["--gold", f"{gold}={path}"]
-        for pred in sorted(self.p("preds").glob("*/*.jsonl")):
-            args += ["--predictions", f"{pred.parent.name}/{pred.stem}={pred}"]
-        if self.p("report", "metrics.json").exists():
-            self.p("report", "metrics.json").unlink()  # always re-score: predictions may have changed
-        self.step("evaluate + report", self.p("report", "metrics.json"), args)
-        self.step("model card", None,  # always: PEFT leaves a template README.md in the adapter
-                  [BIN / "opclaim", "card", "--model", self.p("adapter"), "--metrics", self.p("report", "metrics.json")])
+        preds = {}
+        for gold in self.sets():
+            for pred in sorted(self.p("preds", gold).glob("*.jsonl")):
+                args += ["--predictions", f"{gold}/{pred.stem}={pred}"]
+                preds[f"{gold}/{pred.stem}"] = self.fp.get(f"infer/{gold}/{pred.stem}") or self.fp.get(f"knn/{gold}")
+        self.stage("eval", "evaluate + report", {"eval": self.cfg["eval"], "seed": self.cfg["seed"],
+                                                 "predictions": preds},
+                   [self.p("report", "metrics.json")], args)
+        self.stage("card", "model card", {"train": self.fp["train"], "eval": self.fp["eval"]},
+                   [self.p("adapter", "README.md")],
+                   [BIN / "opclaim", "card", "--model", self.p("adapter"), "--metrics", self.p("report", "metrics.json")])
 
     def headline(self) -> str:
-        m = json.loads(self.p("report", "metrics.json").read_text(encoding="utf-8"))
-        return headline_table(m)
+        return headline_table(artifacts.load(artifacts.EvalMetrics, self.p("report", "metrics.json")))
 
     def run(self):
         self.data()
@@ -179,34 +289,24 @@ class Demo:
         print(f"\nreport: {self.p('report', 'report.html')}   worklist: {self.p('report', 'cases.csv')}")
         print(f"model card: {self.p('adapter', 'README.md')}   wall time: {total / 60:.1f} min")
         (self.p("timings.json")).write_text(json.dumps(
-            {"total_s": round(total, 1), "steps": [{"step": n, "seconds": round(s, 1), "skipped": k}
-                                                    for n, s, k in self.timings]}, indent=2) + "\n")
+            {"total_s": round(total, 1), "ran": self.ran,
+             "steps": [{"step": n, "seconds": round(s, 1), "skipped": k} for n, s, k in self.timings]},
+            indent=2) + "\n")
 
 
-def headline_table(metrics: dict) -> str:
+def headline_table(metrics: artifacts.EvalMetrics) -> str:
     """The study's Table 2 rows (F1, full match, fabricated) per gold set and configuration."""
     rows = [("set", "config", "ICD F1", "ICD full", "ICD fab.", "CPT F1", "CPT full", "CPT fab.", "Mod F1")]
-    for gold, block in _blocks(metrics):
+    for gold, block in metrics.blocks().items():
         for cfg, m in block:
             icd, cpt, mod = m["icd10"], m["cpt"], m["modifier"]
-            rows.append((gold, cfg, _pct(icd["f1"]), _pct(icd["full_match"]), _pct(icd["fabricated"]),
-                         _pct(cpt["f1"]), _pct(cpt["full_match"]), _pct(cpt["fabricated"]), _pct(mod["f1"])))
+            rows.append((SET_LABELS.get(gold, gold), cfg, _pct(icd["f1"]), _pct(icd["full_match"]),
+                         _pct(icd["fabricated"]), _pct(cpt["f1"]), _pct(cpt["full_match"]),
+                         _pct(cpt["fabricated"]), _pct(mod["f1"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _blocks(metrics: dict):
-    """Yield (gold set, [(config, metrics)]) whatever nesting eval wrote."""
-    configs = metrics.get("configs", metrics)
-    groups: dict[str, list] = {}
-    for key, m in configs.items():
-        if not isinstance(m, dict) or "icd10" not in m:
-            continue
-        gold, _, cfg = key.rpartition("/")
-        groups.setdefault(gold or m.get("gold", ""), []).append((cfg, m))
-    return groups.items()
 
 
 def _pct(x) -> str:
@@ -226,4 +326,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from opclaim.exits import call, take_debug_flag
+
+    argv, debug = take_debug_flag(sys.argv[1:])
+    sys.exit(call("demo", main, argv, debug=debug))

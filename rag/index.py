@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from opclaim.artifacts import RagIndexManifest, save
 from opclaim.claim import Case
 from opclaim.errors import InputError
-from opclaim.io import atomic_write, iter_jsonl
+from opclaim.io import iter_jsonl
 from rag import embed
 
-FORMAT_VERSION = 1
-INDEX_FILE, META_FILE, MANIFEST_FILE = "index.faiss", "meta.parquet", "manifest.json"
+INDEX_FILE, META_FILE, MANIFEST_FILE = "index.faiss", "meta.parquet", RagIndexManifest.FILE
 
 
 def cases_sha256(cases: list[Case]) -> str:
@@ -139,19 +139,17 @@ def build_index(cases: list[Case], out_dir, *, mode: str = "truncate", batch_siz
                      "sha256": embed.sha256_file(train_file)}
         else:
             train = {"source": "cases", "sha256": cases_sha256(cases)}
-        manifest = {
-            "format": FORMAT_VERSION,
-            "kind": "faiss.IndexFlatL2",
-            "embedding_model": embed.model_identity(),
-            "embedding": {"mode": mode, "max_seq_length": embed.load_model().max_seq_length,
-                          "normalized": True, "cleaning": "NFKC, control/zero-width removed, spaces collapsed"},
-            "train": train,
-            "n": len(cases),
-            "files": {name: embed.sha256_file(tmp / name) for name in (INDEX_FILE, META_FILE)},
-            "embed_seconds": round(embed_s, 3),
-        }
-        with atomic_write(tmp / MANIFEST_FILE, private=True) as fh:
-            json.dump(manifest, fh, indent=2)
+        manifest = RagIndexManifest(
+            kind="faiss.IndexFlatL2",
+            embedding_model=embed.model_identity(),
+            embedding={"mode": mode, "max_seq_length": embed.load_model().max_seq_length,
+                       "normalized": True, "cleaning": "NFKC, control/zero-width removed, spaces collapsed"},
+            train=train,
+            n=len(cases),
+            files={name: embed.sha256_file(tmp / name) for name in (INDEX_FILE, META_FILE)},
+            embed_seconds=round(embed_s, 3),
+        )
+        save(manifest, tmp / MANIFEST_FILE)
         if out.exists():
             _check_replaceable(out)
             shutil.rmtree(out)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from opclaim.claim import Case, Claim, Line, Provider
+from opclaim.scoring import f1, precision_recall
 
 K_GRID = (1, 2, 3, 5, 8, 13, 21)
 T_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -86,22 +87,14 @@ def predict_rows(retriever, notes: list[str], k: int, exclude_ids=None):
     return [[(row, 1.0 - d / 2.0) for row, d in h] for h in hits]
 
 
-def _pr(pred: set, gold: set) -> tuple[float, float]:
-    # DESIGN.md "Evaluation definitions": empty vs non-empty scores 0, both empty scores 1.
-    if not pred and not gold:
-        return 1.0, 1.0
-    inter = len(pred & gold)
-    return (inter / len(pred) if pred else 0.0), (inter / len(gold) if gold else 0.0)
-
-
 def score(preds: list[Claim], golds: list[Claim]) -> dict:
     """F1 from mean precision and mean recall, per code set, and their mean ("objective")."""
     out = {}
     for name in ("icd10", "cpt", "modifier"):
-        prs = [_pr(getattr(p, f"{name}_set")(), getattr(g, f"{name}_set")()) for p, g in zip(preds, golds, strict=True)]
+        prs = [precision_recall(getattr(p, f"{name}_set")(), getattr(g, f"{name}_set")()) for p, g in zip(preds, golds, strict=True)]
         p = float(np.mean([x for x, _ in prs]))
         r = float(np.mean([y for _, y in prs]))
-        out[f"{name}_f1"] = 2 * p * r / (p + r) if p + r else 0.0
+        out[f"{name}_f1"] = f1(p, r)
     out["objective"] = float(np.mean([out["icd10_f1"], out["cpt_f1"], out["modifier_f1"]]))
     return out
 
@@ -112,7 +105,7 @@ def choose_params(retriever, val_cases: list[Case], k_grid=K_GRID, t_grid=T_GRID
 
     if not val_cases:
         raise InputError("no validation records", field="val")
-    usable = len(retriever) - (1 if any(c.id in retriever._row for c in val_cases) else 0)
+    usable = len(retriever) - (1 if any(c.id in retriever for c in val_cases) else 0)
     ks = [k for k in k_grid if k <= usable]
     if not ks:
         raise InputError("index too small for any k in the grid", field="k")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from opclaim.artifacts import RagIndexManifest, load
 from opclaim.claim import Claim
 from opclaim.errors import InputError
-from opclaim.io import read_json
 from rag import embed
-from rag.index import FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE, META_FILE, to_gpu
+from rag.index import INDEX_FILE, MANIFEST_FILE, META_FILE, to_gpu
 
 
 def read_manifest(index_dir) -> dict:
@@ -28,10 +28,7 @@ def read_manifest(index_dir) -> dict:
         raise InputError("index folder not found", file=index_dir)
     if not path.is_file():
         raise InputError("no manifest.json: not an index folder, or an incomplete build", file=path)
-    manifest = read_json(path, "manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
-        raise InputError(f"unsupported manifest format (want {FORMAT_VERSION})", file=path, field="format")
-    return manifest
+    return load(RagIndexManifest, path).to_dict()
 
 
 def check_manifest(index_dir, manifest: dict, *, train_file=None) -> None:
@@ -94,6 +91,10 @@ class Retriever:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __contains__(self, case_id) -> bool:
+        """Whether the index holds this training id."""
+        return str(case_id) in self._row
 
     def embed(self, notes: list[str], progress: bool = False) -> np.ndarray:
         cleaned = [embed.clean_note(n) for n in notes]

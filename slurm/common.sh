@@ -17,13 +17,14 @@ need_dir() {  # need_dir WHAT PATH
     [[ -d "$2" ]] || die "$1 not found: $2"
 }
 
-# arg_value KEY ARGS... -> the value of --KEY in ARGS (either --KEY v or --KEY=v); empty if absent.
+# arg_value KEY ARGS... -> the value of --KEY in ARGS (--KEY v or --KEY=v; an underscore KEY also
+# matches its dash spelling, as the training parser does); empty if absent.
 arg_value() {
-    local key="$1"; shift
+    local key="$1" dashed="${1//_/-}"; shift
     while (($#)); do
         case "$1" in
-            "--$key") echo "${2:-}"; return 0 ;;
-            "--$key="*) echo "${1#*=}"; return 0 ;;
+            "--$key"|"--$dashed") echo "${2:-}"; return 0 ;;
+            "--$key="*|"--$dashed="*) echo "${1#*=}"; return 0 ;;
         esac
         shift
     done
@@ -33,6 +34,15 @@ arg_value() {
 # yaml_value FILE KEY -> a top-level scalar of a flat YAML recipe (quotes stripped); empty if absent.
 yaml_value() {
     sed -n -E "s/^$2:[[:space:]]*(.*)$/\1/p" "$1" | head -n1 | sed -E 's/[[:space:]]+#.*$//; s/^["'"'"']//; s/["'"'"']$//'
+}
+
+# train_finished DIR -> 0 when DIR holds a finished training run's record (opclaim_run.json, read
+# by opclaim/artifacts.py: a record of a newer or unknown schema stops the script), 1 when none.
+train_finished() {
+    local rc=0
+    python -m opclaim.artifacts train-finished "$1" || rc=$?
+    ((rc != 2)) || die "unusable training run record in $1 (see above)"
+    return "$rc"
 }
 
 setup_env() {

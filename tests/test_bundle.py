@@ -189,7 +189,9 @@ def adapter_dir(tiny_phi3_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter")
     model = get_peft_model(load_model(tiny_phi3_dir), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     model.save_pretrained(out)
-    (out / "opclaim_run.json").write_text(json.dumps(RUN_RECORD))
+    record = json.loads(json.dumps(RUN_RECORD))
+    del record["data"]["train"]["example_note"]  # a training run never writes it: the reader refuses it
+    (out / "opclaim_run.json").write_text(json.dumps(record))
     (out / "training_args.bin").write_bytes(b"\x80\x04N.")  # Trainer's pickle: skipped, not refused
     (out / "checkpoint-3").mkdir()
     (out / "checkpoint-3" / "optimizer.pt").write_bytes(b"\x80\x04N.")
@@ -288,3 +290,40 @@ def test_good_bundle_round_trips_into_opclaim_infer(tiny_phi3_dir, adapter_dir, 
     assert sorted(p["id"] for p in rows) == sorted(c.id for c in cases)
     # Nothing in the bundle changed by being used.
     assert bundle.verify(b, keys[1])
+
+
+def test_infer_model_bundle_uses_its_adapter_or_refuses_clearly(tiny_phi3_dir, adapter_dir, keys, tmp_path,
+                                                                 capsys):
+    """`opclaim infer --model BUNDLE` loads the bundle's adapter/ (verified with the rest); another
+    --adapter beside it is refused with the way out, never silently preferred or dropped."""
+    from opclaim.cli import main
+    from opclaim.io import write_cases
+    from opclaim.synth import generate_cases
+
+    b = bundle.create(tiny_phi3_dir, keys[0], tmp_path / "b", adapter=adapter_dir)
+    write_cases(tmp_path / "cases.jsonl", generate_cases(2, seed=3, style="terse", length="short"))
+    base = ["infer", "--model", str(b), "--bundle-key", str(keys[1]), "--mode", "finetuned",
+            "--cases", str(tmp_path / "cases.jsonl"), "--max-new-tokens", "4", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "p.jsonl")]) == 0
+    cfg = json.loads((tmp_path / "p.jsonl.run.json").read_text())["config"]
+    assert cfg["adapter"] == str((b / "adapter").resolve()) and cfg["model"] == str((b / "model").resolve())
+    capsys.readouterr()
+    assert main([*base, "--adapter", str(adapter_dir), "--out", str(tmp_path / "q.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "carries its own adapter/" in err and "BUNDLE/model" in err
+    assert not (tmp_path / "q.jsonl").exists()
+
+
+def test_merged_model_bundle_keeps_its_merge_record(tiny_phi3_dir, keys, tmp_path):
+    """The merge record names the prompt format the merged weights expect: it must travel."""
+    from opclaim import artifacts
+
+    src = tmp_path / "merged"
+    shutil.copytree(tiny_phi3_dir, src)
+    artifacts.save(artifacts.MergeRecord(base_model="/b", adapter="/a", merged_into="original", dtype="float32",
+                                         prompt_format="generic", untied_lm_head=False), src)
+    out = bundle.create(src, keys[0], tmp_path / "b")
+    assert "model/opclaim_merge.json" in bundle.verify(out, keys[1])["files"]
+    from infer.loading import trained_format
+
+    assert trained_format(out / "model") == "generic"

@@ -49,3 +49,56 @@ def test_internal_failure_exits_1(cli_env, tmp_path):
     r = subprocess.run([opclaim_exe(), "models", "tiny-phi3", "--out", str(blocker / "sub")],
                        capture_output=True, text=True, env=cli_env)
     assert r.returncode == 1 and "internal error" in r.stderr
+
+
+def test_train_verb_help_names_the_recipe_and_both_spellings(cli_env):
+    r = subprocess.run([opclaim_exe(), "train", "--help"], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 0, r.stderr
+    assert "--config RECIPE" in r.stdout and "--key-name value (or --key_name value)" in r.stdout
+
+
+def test_train_verb_refuses_a_missing_recipe_with_exit_2(cli_env, tmp_path):
+    r = subprocess.run([opclaim_exe(), "train", "--config", str(tmp_path / "none.yaml"), "--max-steps", "1"],
+                       capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 2 and "recipe not found" in r.stderr, r.stderr
+    r = subprocess.run([opclaim_exe(), "infer", "--model", "m", "--mode", "base", "--cases", "c", "--out", "o",
+                        "--no-such-flag"], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 2 and "unrecognized arguments" in r.stderr  # passthrough is for train only
+
+
+@pytest.mark.parametrize("module", ["train", "infer"])
+def test_module_entry_points_share_the_handler(module, cli_env, tmp_path):
+    """`python -m train` / `python -m infer` (what every accelerate rank runs): bad input exits 2
+    with the file named, as `opclaim` does."""
+    args = (["--config", str(tmp_path / "none.yaml")] if module == "train" else
+            ["--model", str(tmp_path), "--mode", "base", "--cases", str(tmp_path / "none.jsonl"),
+             "--out", str(tmp_path / "p.jsonl")])
+    r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=cli_env)
+    assert r.returncode == 2 and f"{module}: error:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_internal_error_withholds_message_and_traceback_unless_debug(capsys, monkeypatch):
+    from opclaim.exits import call, take_debug_flag
+
+    def boom():
+        raise ValueError("Pt John Smith CANARY-1234")
+
+    monkeypatch.delenv("OPCLAIM_DEBUG", raising=False)
+    assert call("x", boom) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ValueError at tests/test_cli.py:" in err
+    assert "CANARY" not in err and "Traceback" not in err and "--debug" in err
+    assert call("x", boom, debug=True) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert take_debug_flag(["infer", "--debug", "--k", "2"]) == (["infer", "--k", "2"], True)
+    monkeypatch.setenv("OPCLAIM_DEBUG", "1")
+    assert take_debug_flag(["infer"]) == (["infer"], True)
+
+
+def test_a_verb_module_that_fails_to_import_is_an_error(monkeypatch, capsys):
+    from opclaim import cli
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "opclaim.commands.no_such_verbs"])
+    assert cli.main(["models", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "verb module opclaim.commands.no_such_verbs failed to import" in err and "broken" in err

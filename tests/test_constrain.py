@@ -41,9 +41,9 @@ def _accepts(grammar, tokenizer, text, stop_id):
 
 @pytest.mark.parametrize("model", ["tiny_phi3_dir"])
 def test_grammar_admits_real_claims_and_rejects_unlisted_codes(request, model, lists, tmp_path):
-    from infer import constrain, generate
+    from infer import constrain, loading
 
-    loaded = generate.load(request.getfixturevalue(model))
+    loaded = loading.load(request.getfixturevalue(model))
     g = constrain.for_model(loaded, lists, cache=tmp_path)
     tok, stop = loaded.tokenizer, loaded.stop_ids[0]
     good = prompts.target(CLAIM, loaded.fmt)
@@ -74,9 +74,9 @@ def test_generic_format_grammar(tmp_path, lists):
 
 
 def test_compiled_grammar_is_cached(tiny_phi3_dir, lists, tmp_path):
-    from infer import constrain, generate
+    from infer import constrain, loading
 
-    loaded = generate.load(tiny_phi3_dir)
+    loaded = loading.load(tiny_phi3_dir)
     first = constrain.for_model(loaded, lists, cache=tmp_path)
     again = constrain.for_model(loaded, lists, cache=tmp_path)
     assert not first.cached and again.cached and first.key == again.key
@@ -118,14 +118,17 @@ def test_constrained_codes_are_never_fabricated(tiny_phi3_dir, tmp_path, capsys)
     decides which. `opclaim eval` then counts 0% fabricated ICD-10-CM and CPT codes."""
     import torch
 
-    from infer import constrain, generate
+    from infer import constrain, loading
+    from infer.engines import HFEngine
+    from infer.render import build_prompts
+    from infer.run import run
     from opclaim.cli import main
 
     cases = make_cases(4)
     write_cases(tmp_path / "gold.jsonl", cases)
     (tmp_path / "icd.txt").write_text("\n".join(COHORT_ICD) + "\n")
     (tmp_path / "cpt.txt").write_text("\n".join(CPT) + "\n")
-    loaded = generate.load(tiny_phi3_dir)
+    loaded = loading.load(tiny_phi3_dir)
     lists = constrain.code_lists(tmp_path / "icd.txt", tmp_path / "cpt.txt")
     grammar = constrain.for_model(loaded, lists, cache=tmp_path / "gc")
     banned = sorted({generate_ids[0] for generate_ids in (prompts.encode(loaded.tokenizer, w) for w in ("None", "N"))})
@@ -139,10 +142,10 @@ def test_constrained_codes_are_never_fabricated(tiny_phi3_dir, tmp_path, capsys)
             return self.inner(input_ids, scores)
 
     nudged = type("G", (), {"processor": staticmethod(NoNone)})()
-    engine = generate.HFEngine(loaded, grammar=nudged)
+    engine = HFEngine(loaded, grammar=nudged)
     config = {"mode": "finetuned", "constrain": grammar.key, "config_name": "constrained"}
-    generate.run(cases, generate.build_prompts(cases, "finetuned", loaded), engine, tmp_path / "c.jsonl", config,
-                 batch_size=2, max_new_tokens=80, progress=False)
+    run(cases, build_prompts(cases, "finetuned", loaded), engine, tmp_path / "c.jsonl", config,
+        batch_size=2, max_new_tokens=80, progress=False)
     outs = [json.loads(x)["output"] for x in (tmp_path / "c.jsonl").read_text().splitlines()]
     assert all(o.startswith("<|placeholder2|>ICD-10-CM Diagnoses:\n") for o in outs)
     assert main(["eval", "--predictions", str(tmp_path / "c.jsonl"), "--gold", str(tmp_path / "gold.jsonl"),
@@ -155,10 +158,10 @@ def test_constrained_codes_are_never_fabricated(tiny_phi3_dir, tmp_path, capsys)
 @pytest.mark.slow
 def test_full_icd10_grammar_compiles(tiny_phi3_dir, tmp_path):
     """All 74,736 billable ICD-10-CM codes in one grammar: compiles, then loads from the cache."""
-    from infer import constrain, generate
+    from infer import constrain, loading
     from opclaim.codes import icd10_billable
 
-    loaded = generate.load(tiny_phi3_dir)
+    loaded = loading.load(tiny_phi3_dir)
     lists = constrain.CodeLists(sorted(icd10_billable()), CPT, sorted(MODIFIERS), {})
     assert len(lists.icd10) == len(icd10_billable()) > 70_000  # 74,719 in simple-icd-10-cm 1.5
     t0 = time.perf_counter()

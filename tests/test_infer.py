@@ -33,9 +33,9 @@ def rows(path):
 
 @pytest.fixture(scope="module")
 def loaded(tiny_phi3_dir):
-    from infer import generate
+    from infer.loading import load
 
-    return generate.load(tiny_phi3_dir)
+    return load(tiny_phi3_dir)
 
 
 def _config(loaded, **kw):
@@ -43,11 +43,13 @@ def _config(loaded, **kw):
 
 
 def _run(loaded, cases, out, batch_size, **kw):
-    from infer import generate
+    from infer.engines import HFEngine
+    from infer.render import build_prompts
+    from infer.run import run
 
-    prompts_text = generate.build_prompts(cases, "finetuned", loaded)
-    engine = generate.HFEngine(loaded)
-    return generate.run(cases, prompts_text, engine, out, _config(loaded), batch_size=batch_size,
+    prompts_text = build_prompts(cases, "finetuned", loaded)
+    engine = HFEngine(loaded)
+    return run(cases, prompts_text, engine, out, _config(loaded), batch_size=batch_size,
                         max_new_tokens=16, progress=False, **kw)
 
 
@@ -67,7 +69,7 @@ def test_padding_aware_repetition_penalty_ignores_pads():
     import torch
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    from infer.generate import PaddingAwareRepetitionPenalty
+    from infer.engines import PaddingAwareRepetitionPenalty
 
     ids = torch.tensor([[0, 0, 5, 6], [4, 5, 6, 7]])  # row 0 left-padded with pad id 0
     scores = torch.randn(2, 10)
@@ -79,7 +81,7 @@ def test_padding_aware_repetition_penalty_ignores_pads():
 
 
 def test_resume_after_kill_skips_done_ids(loaded, tmp_path):
-    from infer import generate
+    from infer import output
 
     cases, out = make_cases(6), tmp_path / "p.jsonl"
 
@@ -89,9 +91,9 @@ def test_resume_after_kill_skips_done_ids(loaded, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(loaded, cases, out, 2, on_batch=die)
     assert not out.exists()  # a partial run never looks complete
-    part = rows(generate.partial(out))
+    part = rows(output.partial(out))
     assert len(part) == 2
-    assert json.loads(generate.sidecar(out).read_text())["complete"] is False
+    assert json.loads(output.run_record(out).read_text())["complete"] is False
     stats = _run(loaded, cases, out, 2)
     assert stats["skipped"] == 2 and stats["generated"] == 4
     final = {r["id"]: r for r in rows(out)}
@@ -99,12 +101,12 @@ def test_resume_after_kill_skips_done_ids(loaded, tmp_path):
         assert final[r["id"]] == r
     _run(loaded, cases, tmp_path / "fresh.jsonl", 2)
     assert [r["output"] for r in rows(out)] == [r["output"] for r in rows(tmp_path / "fresh.jsonl")]
-    assert json.loads(generate.sidecar(out).read_text())["complete"] is True
-    assert not generate.partial(out).exists()
+    assert json.loads(output.run_record(out).read_text())["complete"] is True
+    assert not output.partial(out).exists()
 
 
 def test_over_long_prompt_is_flagged_not_dropped(loaded, tmp_path):
-    from infer.generate import FLAG_TOO_LONG
+    from infer.output import FLAG_TOO_LONG
 
     cases = make_cases(3)
     cases[1].note = " ".join(f"w{i}x{i * 7919 % 997}" for i in range(6000))  # far beyond 4096 tokens
@@ -217,7 +219,7 @@ def test_vllm_engine_unavailable_is_a_clear_error(tiny_phi3_dir, tmp_path, capsy
 
 def test_rag_mode_uses_retrieved_example_claims(loaded, tiny_phi3_dir, tmp_path):
     """Real MiniLM + FAISS index from rag/; each prompt carries the two nearest training claims."""
-    from infer import generate
+    from infer.render import build_prompts
     from opclaim.cli import main
     from rag.index import build_index
     from rag.retrieve import Retriever
@@ -227,7 +229,7 @@ def test_rag_mode_uses_retrieved_example_claims(loaded, tiny_phi3_dir, tmp_path)
         {"name": "Dr. Q. Example", "lines": [{"cpt": "44970", "modifiers": ["80"]}]}]})
     build_index(train, tmp_path / "index", progress=False)
     test = make_cases(2)
-    prompts_text = generate.build_prompts(test, "rag", loaded, Retriever.load(tmp_path / "index"), k=2)
+    prompts_text = build_prompts(test, "rag", loaded, Retriever.load(tmp_path / "index"), k=2)
     assert all(p.count("Relevant Example Claim") == 2 for p in prompts_text)
     write_cases(tmp_path / "test.jsonl", test)
     assert main(["infer", "--model", str(tiny_phi3_dir), "--mode", "rag", "--rag-index", str(tmp_path / "index"),
@@ -236,3 +238,93 @@ def test_rag_mode_uses_retrieved_example_claims(loaded, tiny_phi3_dir, tmp_path)
     assert [r["config"] for r in rows(tmp_path / "rag.jsonl")] == ["rag", "rag"]
     cfg = json.loads((tmp_path / "rag.jsonl.run.json").read_text())["config"]
     assert cfg["k"] == 2 and cfg["rag_index"].endswith("index")
+
+
+# ---------------------------------------------------------------- resume safety (issue 16, item 5)
+def _infer_cmd(model, cases_file, out, *extra):
+    return [opclaim_exe(), "infer", "--model", str(model), "--mode", "finetuned", "--cases", str(cases_file),
+            "--out", str(out), "--max-new-tokens", "16", "--no-progress", *extra]
+
+
+def test_other_cases_file_is_refused_unless_force_new(tiny_phi3_dir, tmp_path, capsys):
+    from opclaim.cli import main
+
+    out = tmp_path / "preds.jsonl"
+    write_cases(tmp_path / "a.jsonl", make_cases(3))
+    write_cases(tmp_path / "subset.jsonl", make_cases(2))
+    edited = make_cases(3)
+    edited[2].note += " Edited."
+    write_cases(tmp_path / "edited.jsonl", edited)
+    assert main(_infer_cmd(tiny_phi3_dir, tmp_path / "a.jsonl", out)[1:]) == 0
+    run = json.loads((tmp_path / "preds.jsonl.run.json").read_text())
+    assert run["schema"] == "opclaim.infer-run/2" and run["cases"]["n"] == 3
+    before = out.read_bytes()
+    capsys.readouterr()
+    for other, what in (("subset.jsonl", "a different number of cases"), ("edited.jsonl", "the same ids")):
+        assert main(_infer_cmd(tiny_phi3_dir, tmp_path / other, out)[1:]) == 2
+        err = capsys.readouterr().err
+        assert "another cases file" in err and what in err and "--force-new" in err
+        assert out.read_bytes() == before  # refused: nothing touched
+    assert main(_infer_cmd(tiny_phi3_dir, tmp_path / "subset.jsonl", out, "--force-new")[1:]) == 0
+    assert [r["id"] for r in rows(out)] == [c.id for c in make_cases(2)]  # no stale rows kept
+
+
+def test_second_run_on_the_same_out_exits_2_at_once(tiny_phi3_dir, tmp_path, cli_env):
+    """Another process holds the output's lock (flock), as a running `opclaim infer` does."""
+    import time
+
+    from infer.output import locked
+
+    write_cases(tmp_path / "cases.jsonl", make_cases(2))
+    out = tmp_path / "preds.jsonl"
+    with locked(out):
+        t0 = time.time()
+        res = subprocess.run(_infer_cmd(tiny_phi3_dir, tmp_path / "cases.jsonl", out), env=cli_env,
+                             capture_output=True, text=True, timeout=120)
+        took = time.time() - t0
+    assert res.returncode == 2 and "another run is writing" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()
+    assert took < 60  # refused before any model loads
+    res = subprocess.run(_infer_cmd(tiny_phi3_dir, tmp_path / "cases.jsonl", out), env=cli_env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr  # released: the next run goes ahead
+
+
+def test_kill9_mid_run_then_torn_last_line_is_regenerated(tiny_phi3_dir, tmp_path, cli_env, loaded):
+    """A real run is SIGKILLed mid-way; its partial file is then given the torn last line a kill
+    inside write() leaves. The rerun drops it, regenerates that case, and matches a fresh run."""
+    import signal
+    import time
+
+    cases = make_cases(60)
+    write_cases(tmp_path / "cases.jsonl", cases)
+    out = tmp_path / "preds.jsonl"
+    part = tmp_path / "preds.jsonl.partial"
+    cmd = _infer_cmd(tiny_phi3_dir, tmp_path / "cases.jsonl", out, "--batch-size", "1")
+    first = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (part.is_file() and part.read_bytes().count(b"\n") >= 3):
+            assert first.poll() is None, first.communicate()[1]
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert not out.exists(), "killed too late: the run had finished"
+    lines = part.read_bytes().splitlines(keepends=True)
+    if not lines[-1].endswith(b"\n"):  # the kill itself tore the last line
+        lines = lines[:-1]
+    kept = len(lines) - 1
+    assert kept >= 2
+    torn_id = json.loads(lines[-1])["id"]
+    part.write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # half a row, no newline
+    res = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert f"{len(cases) - kept} generated, {kept} already done" in res.stdout
+    got = rows(out)
+    assert [r["id"] for r in got] == [c.id for c in cases] and torn_id in {r["id"] for r in got}
+    _run(loaded, cases, tmp_path / "fresh.jsonl", 1)
+    assert [r["output"] for r in got] == [r["output"] for r in rows(tmp_path / "fresh.jsonl")]
+    assert not part.exists() and not (tmp_path / "preds.jsonl.lock").exists()

@@ -11,15 +11,15 @@ from tests.test_infer import make_cases
 
 @pytest.fixture(scope="module")
 def loaded(tiny_phi3_dir):
-    from infer import generate
+    from infer.loading import load
 
-    return generate.load(tiny_phi3_dir)
+    return load(tiny_phi3_dir)
 
 
 def _prompts(loaded, n):
-    from infer import generate
+    from infer.render import build_prompts
 
-    return generate.build_prompts(make_cases(n), "finetuned", loaded)
+    return build_prompts(make_cases(n), "finetuned", loaded)
 
 
 def _frequent_token(loaded, prompts_text):
@@ -37,29 +37,29 @@ def _frequent_token(loaded, prompts_text):
 
 
 def test_loop_equals_generate_and_one_at_a_time_with_early_stops(loaded, monkeypatch):
-    from infer import decode, generate
+    from infer import decode, engines
 
     monkeypatch.setattr(decode, "CHUNK", 3)  # the KV buffer grows several times
     prompts_text = _prompts(loaded, 7)
     stopping = dataclasses.replace(loaded, stop_ids=[_frequent_token(loaded, prompts_text), *loaded.stop_ids])
-    loop, cut_loop = generate.generate_batch(stopping, prompts_text, max_new_tokens=24, decoder="loop")
-    hf, cut_hf = generate.generate_batch(stopping, prompts_text, max_new_tokens=24, decoder="generate")
-    one = [generate.generate_batch(stopping, [p], max_new_tokens=24, decoder="generate")[0][0] for p in prompts_text]
+    loop, cut_loop = engines.generate_batch(stopping, prompts_text, max_new_tokens=24, decoder="loop")
+    hf, cut_hf = engines.generate_batch(stopping, prompts_text, max_new_tokens=24, decoder="generate")
+    one = [engines.generate_batch(stopping, [p], max_new_tokens=24, decoder="generate")[0][0] for p in prompts_text]
     assert loop == hf == one and cut_loop == cut_hf
     assert 0 < cut_loop.count(False) < len(prompts_text)  # some rows stopped early, some ran on
     assert len({len(t) for t in loop}) > 2
 
 
 def test_loop_with_grammar_equals_generate(loaded, tmp_path):
-    from infer import constrain, generate
+    from infer import constrain, engines
     from opclaim.codes import MODIFIERS
     from tests.test_constrain import COHORT_ICD, CPT
 
     lists = constrain.CodeLists(COHORT_ICD, CPT, sorted(MODIFIERS), {})
     grammar = constrain.for_model(loaded, lists, cache=tmp_path)
     prompts_text = _prompts(loaded, 3)
-    out = {d: generate.generate_batch(loaded, prompts_text, max_new_tokens=40, processor_factory=grammar.processor,
-                                      decoder=d) for d in generate.DECODERS}
+    out = {d: engines.generate_batch(loaded, prompts_text, max_new_tokens=40, processor_factory=grammar.processor,
+                                      decoder=d) for d in engines.DECODERS}
     assert out["loop"] == out["generate"]
     assert all(t.startswith("<|placeholder2|>ICD-10-CM Diagnoses:\n") for t in out["loop"][0])
 

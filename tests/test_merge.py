@@ -14,9 +14,12 @@ NOTES = ["Laparoscopic cholecystectomy for symptomatic cholelithiasis.",
 TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"]
 
 
-def _adapter(model, out, run_info):
-    """A LoRA with random (non-zero) B on every linear layer: merging changes the model."""
+def _adapter(model, out, run_info: dict | None):
+    """A LoRA with random (non-zero) B on every linear layer: merging changes the model.
+    `run_info`: TrainRun fields of its run record (None: no record)."""
     from peft import LoraConfig, get_peft_model
+
+    from opclaim.artifacts import TrainRun, save
 
     torch.manual_seed(1)
     peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, init_lora_weights=False))
@@ -24,12 +27,14 @@ def _adapter(model, out, run_info):
         if "lora_B" in name:  # strong enough to change greedy outputs of the random model
             p.data.normal_(0, 0.5)
     peft.save_pretrained(out, safe_serialization=True)
-    (out / "opclaim_run.json").write_text(json.dumps(run_info))
+    if run_info is not None:
+        save(TrainRun(**{"prompt_format": "phi3", "load_in_4bit": False, **run_info}), out)
     return peft
 
 
 def _outputs(model, tokenizer):
-    from infer.generate import Loaded, generate_batch
+    from infer.engines import generate_batch
+    from infer.loading import Loaded
 
     fmt = prompts.detect_format(tokenizer)
     loaded = Loaded(model.eval(), tokenizer, fmt, prompts.end_of_claim_ids(fmt, tokenizer))
@@ -41,7 +46,7 @@ def test_merge_fp32_equals_unmerged_peft(tiny_phi3_dir, tiny_tokenizer, tmp_path
 
     base_out = _outputs(load_model(tiny_phi3_dir), tiny_tokenizer)
     peft = _adapter(load_model(tiny_phi3_dir), tmp_path / "adapter",
-                    {"prompt_format": "phi3", "model": {"load_in_4bit": False}})
+                    {"prompt_format": "phi3", "load_in_4bit": False})
     unmerged = _outputs(peft, tiny_tokenizer)
     assert unmerged != base_out  # the adapter matters, so equality below is meaningful
     assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
@@ -60,15 +65,13 @@ def test_merge_4bit_adapter_into_dequantised_nf4(tiny_phi3_dir, tiny_tokenizer, 
     """Adapter trained on a real bitsandbytes nf4 base: the default merge reproduces the
     unmerged 4-bit PEFT model; --from-bf16 merges into the original weights instead."""
     from safetensors.torch import load_file
-    from transformers import BitsAndBytesConfig
 
     from opclaim.cli import main
+    from opclaim.registry import nf4_config
 
-    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                           bnb_4bit_compute_dtype=torch.float32)
-    base4 = load_model(tiny_phi3_dir, dtype=torch.float32, quantization_config=q)
+    base4 = load_model(tiny_phi3_dir, dtype=torch.float32, quantization_config=nf4_config(torch.float32))
     assert type(base4.model.layers[0].self_attn.qkv_proj).__name__ == "Linear4bit"
-    peft = _adapter(base4, tmp_path / "adapter", {"model": {"load_in_4bit": True}})
+    peft = _adapter(base4, tmp_path / "adapter", {"load_in_4bit": True})
     unmerged = _outputs(peft, tiny_tokenizer)
 
     assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
@@ -91,7 +94,7 @@ def test_merge_refuses_adapter_for_another_base(tiny_phi3_dir, tmp_path, capsys)
     from opclaim.registry import build_tiny_phi3
 
     other = build_tiny_phi3(tmp_path / "other", hidden=32)
-    _adapter(load_model(other), tmp_path / "adapter", {})
+    _adapter(load_model(other), tmp_path / "adapter", None)
     assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
                  "--out", str(tmp_path / "m")]) == 2
     assert "another base" in capsys.readouterr().err
@@ -102,7 +105,7 @@ def test_merge_refuses_adapter_for_another_base(tiny_phi3_dir, tmp_path, capsys)
 def test_merge_refuses_incomplete_adapter(tiny_phi3_dir, tmp_path, capsys, missing):
     from opclaim.cli import main
 
-    _adapter(load_model(tiny_phi3_dir), tmp_path / "adapter", {})
+    _adapter(load_model(tiny_phi3_dir), tmp_path / "adapter", None)
     (tmp_path / "adapter" / missing).unlink()
     assert main(["merge", "--model", str(tiny_phi3_dir), "--adapter", str(tmp_path / "adapter"),
                  "--out", str(tmp_path / "m")]) == 2
@@ -124,7 +127,7 @@ def test_merge_into_a_tied_head_keeps_the_input_embeddings(tiny_phi3_dir, tiny_t
     base = load_model(tied_dir)
     assert base.get_output_embeddings().weight is base.get_input_embeddings().weight
     emb = base.get_input_embeddings().weight.detach().clone()
-    peft = _adapter(base, tmp_path / "adapter", {"prompt_format": "phi3", "model": {"load_in_4bit": False}})
+    peft = _adapter(base, tmp_path / "adapter", {"prompt_format": "phi3", "load_in_4bit": False})
     unmerged = _outputs(peft, tiny_tokenizer)
     assert main(["merge", "--model", str(tied_dir), "--adapter", str(tmp_path / "adapter"),
                  "--out", str(tmp_path / "merged")]) == 0
@@ -133,7 +136,7 @@ def test_merge_into_a_tied_head_keeps_the_input_embeddings(tiny_phi3_dir, tiny_t
     assert not torch.equal(merged.get_output_embeddings().weight, emb)
     assert _outputs(merged, tiny_tokenizer) == unmerged
     assert json.loads((tmp_path / "merged" / "opclaim_merge.json").read_text())["untied_lm_head"] is True
-    from infer.generate import load  # `opclaim infer --adapter` merges in memory the same way
+    from infer.loading import load  # `opclaim infer --adapter` merges in memory the same way
 
     loaded = load(tied_dir, tmp_path / "adapter")
     assert torch.equal(loaded.model.get_input_embeddings().weight, emb)

@@ -86,3 +86,30 @@ def test_deepspeed_json(path):
         assert cfg["bf16"]["enabled"] is False
     plugin = DeepSpeedPlugin(hf_ds_config=str(path))
     assert plugin.zero_stage == 3
+
+
+def test_dash_flags_equal_trl_underscore_flags():
+    """`opclaim train` takes --key-name like every other verb; TRL's --key_name still works."""
+    from train.run import parse
+
+    recipe = str(ROOT / "train/recipes/tiny-phi3_qlora_zero3-cpu2.yaml")
+    dash = parse(["--config", recipe, "--max-steps", "7", "--lora-r", "8", "--train-file", "x.jsonl",
+                  "--model-name-or-path", "m"])
+    under = parse(["--config", recipe, "--max_steps", "7", "--lora_r", "8", "--train_file", "x.jsonl",
+                   "--model_name_or_path", "m"])
+    assert dash[0] == under[0] and dash[1] == under[1] and dash[2].max_steps == under[2].max_steps == 7
+
+
+@pytest.mark.parametrize("problem", ["missing", "not-a-mapping", "unknown-key"])
+def test_bad_recipe_is_input_error(tmp_path, problem):
+    from opclaim.errors import InputError
+    from train.run import parse
+
+    recipe = tmp_path / "r.yaml"
+    if problem == "not-a-mapping":
+        recipe.write_text("- a\n- b\n")
+    elif problem == "unknown-key":
+        recipe.write_text("no_such_key: 1\n")
+    with pytest.raises(InputError) as e:
+        parse(["--config", str(recipe)])
+    assert e.value.field == "--config" or e.value.file == recipe

@@ -181,3 +181,30 @@ def test_failed_training_cancels_the_rest_of_the_pipeline(slurm_env, tiny_phi3_d
     log = (tmp_path / "run" / "logs" / f"train-{ids['train']}.out").read_text()
     assert "claim.icd10[0]" in log  # the bad field is named in the job log
     assert not (tmp_path / "run" / "eval" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("spelling", ["--eval_file", "--eval-file"])
+def test_train_sbatch_checks_the_validation_file_before_queueing(tmp_path, spelling):
+    """Run with bash (not sbatch): the inputs are checked before anything is submitted, so a
+    missing validation file fails in a second, not after waiting for nodes. No cluster needed."""
+    from tests.conftest import make_cli_env
+
+    train, model = tmp_path / "train.jsonl", tmp_path / "model"
+    train.write_text("{}\n")
+    model.mkdir()
+    (model / "config.json").write_text("{}")  # the script checks the folder's shape only
+    env = {k: v for k, v in make_cli_env().items() if not k.startswith("SLURM_")}
+    args = ["bash", str(ROOT / "slurm" / "train.sbatch"), "train/recipes/tiny-phi3_qlora_zero3-cpu2.yaml",
+            "--model_name_or_path", str(model), "--train_file", str(train),
+            "--output_dir", str(tmp_path / "out")]
+    r = subprocess.run([*args, spelling, str(tmp_path / "missing.jsonl")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "validation data (--eval_file) not found" in r.stderr and "missing.jsonl" in r.stderr
+    assert "submitting" not in r.stderr
+    # with the validation file present the check passes and the next step (the environment) speaks
+    val = tmp_path / "val.jsonl"
+    val.write_text("{}\n")
+    r = subprocess.run([*args, spelling, str(val)], env={**env, "OPCLAIM_VENV": str(tmp_path / "no-venv")},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no Python environment" in r.stderr, r.stderr

@@ -72,11 +72,11 @@ def target_modules(path: str | Path, override: list[str] | None = None) -> list[
 
 
 def bnb_config():
-    from transformers import BitsAndBytesConfig
+    """The shared nf4 config (registry.nf4_config), stored in the compute dtype for ZeRO-3."""
+    from opclaim.registry import nf4_config
 
     dtype = compute_dtype()
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+    return nf4_config(dtype, storage_dtype=dtype)
 
 
 def load_base(margs, padding_free: bool = False):

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import opclaim  # noqa: F401  (offline before any HF import)
+from opclaim import artifacts
+from opclaim.errors import InputError
 from opclaim.io import atomic_write
 from opclaim.registry import load_tokenizer
 from train import checkpoint, data
 from train import model as model_mod
 
 log = logging.getLogger("train")
-RUN_FILE = "opclaim_run.json"
+RUN_FILE = artifacts.TrainRun.FILE
 
 
 class _WithholdText(logging.Filter):
@@ -38,8 +39,6 @@ def _fix_report_to(targs) -> None:
     wanted = targs.report_to if isinstance(targs.report_to, list) else [targs.report_to]
     bad = [r for r in wanted if r not in ("tensorboard", "none", None)]
     if bad:
-        from opclaim.errors import InputError
-
         raise InputError(f"report_to {bad} refused: only 'tensorboard' (local files) is allowed",
                          field="report_to")
     targs.report_to = ["tensorboard"] if "tensorboard" in wanted else []
@@ -90,6 +89,8 @@ def main(margs, dargs, targs) -> int:
     _fix_report_to(targs)
     out = Path(targs.output_dir)
     tok = load_tokenizer(margs.model_name_or_path)
+    # Read now, not after training: a refused record must not cost a run.
+    source = artifacts.load_optional(artifacts.ModelSource, margs.model_name_or_path)
     fmt = data.choose_format(tok, dargs.prompt_format)
     splits = data.load_splits(dargs)
     train_ds = data.to_dataset(splits["train"], fmt, tok)
@@ -135,7 +136,7 @@ def main(margs, dargs, targs) -> int:
         write_run_record(out, margs, dargs, targs, fmt.name, facts, data.summary(splits),
                          final_train=train_l[-1][1] if train_l else None, final_val=final_val,
                          wall=time.time() - t0, steps=trainer.state.global_step,
-                         world=trainer.accelerator.num_processes,
+                         world=trainer.accelerator.num_processes, source=source,
                          zero=zero_facts(trainer),
                          torch_version=torch.__version__)
     trainer.accelerator.wait_for_everyone()
@@ -159,51 +160,55 @@ def _jsonable(obj):
 
 
 def write_run_record(out: Path, margs, dargs, targs, fmt_name, facts, summary, *, final_train, final_val,
-                     wall, steps, world, zero, torch_version) -> None:
+                     wall, steps, world, zero, torch_version, source=None) -> None:
     from dataclasses import asdict
 
     base = Path(margs.model_name_or_path)
-    src = base / "opclaim_source.json"
     tr = {k: _jsonable(v) for k, v in targs.to_dict().items()}
     tr = {k: v for k, v in tr.items() if "token" not in k or k in ("eos_token", "pad_token")}
-    record = {
-        "prompt_format": fmt_name,
-        "base_model": str(base.resolve()),
-        "base_model_source": json.loads(src.read_text(encoding="utf-8")) if src.is_file() else None,
-        **facts,
-        "world_size": world,
-        **zero,
-        "data": summary,
-        "final_train_loss": final_train,
-        "final_val_loss": final_val,
-        "global_step": steps,
-        "wall_time_s": round(wall, 1),
-        "torch": torch_version,
-        "config": {"model": asdict(margs), "data": asdict(dargs), "training": tr},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    with atomic_write(out / RUN_FILE) as fh:
-        json.dump(record, fh, indent=2, default=str)
-        fh.write("\n")
+    record = artifacts.TrainRun(
+        prompt_format=fmt_name, base_model=str(base.resolve()),
+        base_model_source=source,
+        **facts, world_size=world, **zero, data=summary, final_train_loss=final_train,
+        final_val_loss=final_val, global_step=steps, wall_time_s=round(wall, 1), torch=torch_version,
+        config=json.loads(json.dumps({"model": asdict(margs), "data": asdict(dargs), "training": tr},
+                                     default=str)),
+        date=artifacts.now_utc())
+    artifacts.save(record, out)
 
 
 def parse(argv=None):
+    """(ModelArgs, DataArgs, SFTConfig) from --config RECIPE and --key value overrides; a missing or
+    malformed recipe is an InputError (exit 2), not a traceback."""
+    import sys
+
+    import yaml
     from trl import SFTConfig, TrlParser
 
     from train.config import DataArgs, ModelArgs
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in argv:
+        i = argv.index("--config")
+        recipe = Path(argv[i + 1]) if i + 1 < len(argv) else None
+        if recipe is None or not recipe.is_file():
+            raise InputError("recipe not found", file=recipe, field="--config")
+        try:
+            doc = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise InputError(f"unreadable recipe ({type(e).__name__})", file=recipe) from None
+        if not isinstance(doc, dict):
+            raise InputError("recipe is not a YAML mapping", file=recipe)
     parser = TrlParser((ModelArgs, DataArgs, SFTConfig))
-    return parser.parse_args_and_config(argv)
+    try:
+        return parser.parse_args_and_config(argv)
+    except ValueError as e:  # TRL/transformers reject bad keys and values this way
+        raise InputError(f"bad training arguments: {str(e)[:300]}", field="--config") from None
 
 
-def cli(argv=None) -> int:
-    from opclaim.errors import InputError
-
+def run_cli(argv=None) -> int:
+    """Parse and train; errors propagate to the shared handler (opclaim/exits.py)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("trl.trainer.sft_trainer").addFilter(_WithholdText())
     margs, dargs, targs = parse(argv)
-    try:
-        return main(margs, dargs, targs)
-    except InputError as e:
-        sys.stderr.write(f"train: error: {e}\n")
-        return 2
+    return main(margs, dargs, targs)

@@ -138,11 +138,10 @@ def validate(args):
 
 
 def split(args):
-    import json
     from pathlib import Path
 
     from opclaim import split as splitter
-    from opclaim.io import atomic_write, read_cases, write_cases
+    from opclaim.io import read_cases, write_cases
 
     try:
         ratios = [float(x) for x in args.ratios.split(",")]
@@ -155,11 +154,12 @@ def split(args):
     out = Path(args.out)
     for name, cs in parts.items():
         write_cases(out / f"{name}.jsonl", cs)
-    info = {"source": str(args.file), "seed": args.seed, "ratios": ratios,
-            "counts": {k: len(v) for k, v in parts.items()}, "by_month": splitter.month_table(parts)}
-    with atomic_write(out / "split.json") as fh:  # last: marks the folder complete
-        json.dump(info, fh, indent=1)
-    print("  ".join(f"{k}: {v}" for k, v in info["counts"].items()) + f"  -> {out}")
+    from opclaim.artifacts import SplitRecord, save
+
+    info = SplitRecord(source=str(args.file), seed=args.seed, ratios=ratios,
+                       counts={k: len(v) for k, v in parts.items()}, by_month=splitter.month_table(parts))
+    save(info, out / SplitRecord.FILE)  # last: marks the folder complete
+    print("  ".join(f"{k}: {v}" for k, v in info.counts.items()) + f"  -> {out}")
 
 
 def stats(args):

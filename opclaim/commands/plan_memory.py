@@ -9,7 +9,7 @@ from opclaim.cli import verb
 EXAMPLES = """
 opclaim plan-memory --model phi3-mini --gpus 4 --gpu-gb 24 --seq-len 4096
 opclaim plan-memory --model phi3-medium --gpus 4 --gpu-gb 24 --seq-len 8192 --grad-ckpt
-opclaim plan-memory --model models/smollm2 --gpus 1 --gpu-gb 8 --seq-len 2048 --batch 4 --zero 0 --json
+opclaim plan-memory --model models/smollm2 --gpus 1 --gpu-gb 8 --seq-len 2048 --batch-size 4 --zero 0 --json
 """
 
 
@@ -20,7 +20,7 @@ def register(subs) -> None:
     p.add_argument("--gpus", type=int, default=4, help="devices sharing the job (ZeRO shards over them)")
     p.add_argument("--gpu-gb", type=float, default=24, help="memory per device, GiB")
     p.add_argument("--seq-len", type=int, required=True, help="tokens per example (prompt + claim)")
-    p.add_argument("--batch", type=int, default=1, help="micro-batch per device")
+    p.add_argument("--batch-size", type=int, default=1, help="micro-batch per device")
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=3, help="DeepSpeed ZeRO stage")
     p.add_argument("--grad-ckpt", action="store_true", help="gradient (activation) checkpointing")
     p.add_argument("--lora-r", type=int, default=64, help="LoRA rank")
@@ -32,12 +32,12 @@ def run(args) -> int:
     from opclaim.errors import InputError
     from train.memory import plan
 
-    for name in ("gpus", "seq_len", "batch", "lora_r"):
+    for name in ("gpus", "seq_len", "batch_size", "lora_r"):
         if getattr(args, name) < 1:
             raise InputError("must be >= 1", field=f"--{name.replace('_', '-')}")
     if args.gpu_gb <= 0:
         raise InputError("must be > 0", field="--gpu-gb")
-    res = plan(args.model, gpus=args.gpus, gpu_gb=args.gpu_gb, seq_len=args.seq_len, batch=args.batch,
+    res = plan(args.model, gpus=args.gpus, gpu_gb=args.gpu_gb, seq_len=args.seq_len, batch=args.batch_size,
                zero=args.zero, grad_ckpt=args.grad_ckpt, lora_r=args.lora_r, load_in_4bit=not args.no_4bit)
     if args.json:
         print(json.dumps(res, indent=2))
