@@ -39,7 +39,8 @@ NEEDED_NAMES = {
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "tokenizer.model", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
     "README.md", artifacts.TrainRun.FILE, artifacts.ModelSource.FILE,
-    artifacts.MergeRecord.FILE, "opclaim_config.json",  # a merged model's prompt format travels with it
+    artifacts.MergeRecord.FILE,  # a merged model's prompt format travels with it
+    "opclaim_config.json",  # the resolved config the model card cites by sha256
 }
 NEEDED_SUFFIXES = (".safetensors",)
 # Trainer writes its arguments as a pickle beside the adapter; it is not needed to load the model.
