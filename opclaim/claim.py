@@ -7,6 +7,7 @@ modifiers.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 
@@ -122,6 +123,16 @@ class Claim:
         return cls(codes, providers)
 
 
+def _iso_date(s: str) -> bool:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+        return False
+    try:
+        dt.date.fromisoformat(s)
+    except ValueError:
+        return False
+    return True
+
+
 CASE_FIELDS = ("id", "date", "service", "note", "claim", "style", "patient", "rationale", "source", "extra")
 SEXES = ("F", "M", "U")
 MAX_AGE = 120
@@ -186,6 +197,8 @@ class Case:
         if d.get("claim") is None:
             raise InputError("missing", field="claim", kind="missing_claim")
         opt = {k: _typed(d, k, str, k) for k in ("date", "service", "style", "rationale", "source")}
+        if opt["date"] is not None and not _iso_date(opt["date"]):
+            raise InputError("must be a date written YYYY-MM-DD", field="date", kind="bad_date")
         extra = _typed(d, "extra", dict, "extra", {}, "object")
         extra = {**extra, **{k: v for k, v in d.items() if k not in CASE_FIELDS}}
         return cls(id=str(cid), note=note,

@@ -143,6 +143,7 @@ def icd10_billable() -> frozenset[str]:
     return frozenset(c for c in cm.get_all_codes(True) if cm.is_leaf(c) and cm.is_category_or_subcategory(c))
 
 
+@functools.lru_cache(maxsize=1)
 def icd10_release() -> str:
     from importlib.metadata import version
 
