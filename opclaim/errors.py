@@ -16,7 +16,7 @@ import re
 # CPT/HCPCS shape, and a two-character modifier in capitals or digits.
 _CODE_SHAPE = re.compile(r"[A-Za-z][0-9][0-9A-Za-z](?:\.?[0-9A-Za-z]{1,4})?|[0-9]{4}[0-9A-Za-z]|[A-Za-z][0-9]{4}"
                          r"|[0-9A-Z]{2}")
-_QUOTED = re.compile(r"'(?:[^'\\\n]|\\.){0,200}'|\"(?:[^\"\\\n]|\\.){0,200}\"")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.S)
 
 
 def is_code_shaped(value) -> bool:

@@ -226,3 +226,9 @@ def generate(seed: int = 0, per_kind: int = 12) -> list[tuple[str, bytes]]:
 
 def good_line(rid: str = "ok-1") -> bytes:
     return _good_text(rid).encode()
+
+
+def leaks(text) -> bool:
+    """Does `text` carry any part of a canary (in any case)? Paths of tests never do."""
+    t = str(text).lower()
+    return any(s in t for s in ("canary pt", "canary jo", "john smith", "1/2/1950"))
