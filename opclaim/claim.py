@@ -73,12 +73,13 @@ class Claim:
         return {"icd10": list(self.icd10), "providers": [p.to_dict() for p in self.providers]}
 
     @classmethod
-    def from_dict(cls, d, *, where: str = "claim", allow_unknown_icd: bool | None = None) -> Claim:
+    def from_dict(cls, d, *, where: str = "claim", allow_unknown_icd: bool | None = True) -> Claim:
         """Build and normalise; errors carry the field path (e.g. claim.providers[0].lines[1].cpt).
 
-        Types are strict (a list where a list belongs, strings for names and descriptions);
-        ICD-10-CM codes must exist in the shipped release unless `allow_unknown_icd`
-        (None: the OPCLAIM_ALLOW_UNKNOWN_ICD environment variable decides)."""
+        Types are strict (a list where a list belongs, strings for names and descriptions).
+        With allow_unknown_icd False (or None: the OPCLAIM_ALLOW_UNKNOWN_ICD environment variable
+        decides), ICD-10-CM codes must exist in the shipped release: Case.from_dict asks for that
+        for every case record; a bare claim (a rendered prediction, say) may hold invented codes."""
         if not isinstance(d, dict):
             raise InputError(f"must be an object, got {type_name(d)}", field=where, kind="wrong_type")
         icd = _typed(d, "icd10", list, f"{where}.icd10", [], "list")
@@ -86,7 +87,8 @@ class Claim:
         for i, c in enumerate(icd):
             try:
                 n = normalize_icd10(c)
-                check_icd10_known(n, allow_unknown_icd)
+                if allow_unknown_icd is not True:
+                    check_icd10_known(n, allow_unknown_icd)
             except CodeFormatError as e:
                 raise CodeFormatError(e.reason, field=f"{where}.icd10[{i}]", kind=e.kind) from None
             if n not in codes:

@@ -68,8 +68,10 @@ def redact(message: str) -> str:
 class InputError(Exception):
     """Bad usage or bad input; exit code 2."""
 
-    def __init__(self, message: str, *, file=None, line=None, field=None, kind: str | None = None):
-        message = redact(message)
+    def __init__(self, message: str, *, file=None, line=None, field=None, kind: str | None = None,
+                 from_command_line: bool = False):
+        # A message about a value typed on the command line (not read from a file) may echo it.
+        message = str(message) if from_command_line else redact(message)
         self.file, self.line, self.field, self.kind = file, line, field, kind
         where = ":".join(str(x) for x in (file, line) if x is not None)
         parts = [p for p in (where, f"field '{field}'" if field else None) if p]

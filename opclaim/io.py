@@ -34,7 +34,7 @@ MAX_STRING_CHARS = 1_000_000  # one string value (a long op note is ~50,000)
 _BOM = b"\xef\xbb\xbf"
 _TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 _BAD_CHARS = re.compile("[\ud800-\udfff\x00]")
-_KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_. -]{0,63}")
+_KEY_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")  # no spaces: free text is not a column name
 
 
 def _problem(reason: str, kind: str, field: str | None = None) -> InputError:

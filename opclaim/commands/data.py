@@ -80,7 +80,7 @@ def synth(args):
         cases = generate_cases(args.n, seed=args.seed, style=args.style, length=args.length, id_prefix=prefix,
                                services=services)
     except ValueError as e:
-        raise InputError(str(e), field="--services") from None
+        raise InputError(str(e), field="--services", from_command_line=True) from None
     write_cases(args.out, cases)
     print(f"wrote {len(cases)} {args.style} cases to {args.out}")
 
