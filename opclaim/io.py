@@ -121,10 +121,9 @@ def parse_json_text(text: str, field: str | None = None):
             _check_depth(text)
         obj = json.loads(text, object_pairs_hook=_pairs, parse_int=_int, parse_float=_float,
                          parse_constant=_constant)
-        check_values(obj, field)
+        check_values(obj)
     except InputError as e:
-        fld = e.field if not field else (field if not e.field else e.field if e.field.startswith(field)
-                                         else _join(field, e.field))
+        fld = _join(field, e.field) if field and e.field else (e.field or field)
         raise InputError(e.reason, field=fld, kind=e.kind) from None
     except json.JSONDecodeError as e:
         raise InputError(f"malformed JSON ({e.msg}, column {e.colno})", field=field, kind="malformed_record") from None
@@ -150,10 +149,8 @@ def _bad_bytes_field(raw: bytes) -> str | None:
     return None
 
 
-def parse_record(raw: bytes, first: bool = False) -> dict:
+def parse_record(raw: bytes) -> dict:
     """One JSONL line -> a dict, or InputError(kind=...) with the field when one is known."""
-    if first and raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -192,10 +189,12 @@ def iter_jsonl_records(path: str | Path) -> Iterator[tuple[int, dict | None, Inp
                 yield n, None, InputError(f"record of {size} bytes, over the limit of {MAX_RECORD_BYTES}",
                                           kind="over_limit")
                 continue
-            if not raw.strip() or (n == 1 and not raw[len(_BOM):].strip() and raw.startswith(_BOM)):
+            if n == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if not raw.strip():
                 continue
             try:
-                yield n, parse_record(raw, first=n == 1), None
+                yield n, parse_record(raw), None
             except InputError as e:
                 yield n, None, e
 
@@ -324,8 +323,11 @@ def atomic_write(path: str | Path, private: bool = False, mode: str = "w"):
     path = Path(path)
     if path.is_dir():
         raise InputError("is a directory, not a file to write", file=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except (PermissionError, FileExistsError, NotADirectoryError) as e:
+        raise InputError(f"cannot write here ({type(e).__name__})", file=path) from None
     try:
         os.fchmod(fd, 0o600 if private else 0o644)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
