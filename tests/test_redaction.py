@@ -118,3 +118,17 @@ def test_canary_never_reaches_any_verb_output(tmp_path, tiny_phi3_dir, cli_env):
             failures.append(f"{k}: exit {p.returncode}: {err[-600:]}")
     assert not failures, "\n".join(failures)
 
+
+
+@pytest.mark.slow
+def test_canary_never_reaches_accelerate_launch_output(tmp_path, tiny_phi3_dir, cli_env):
+    """Two ranks under `accelerate launch`: each rank's message is redacted. The exit code is the
+    launcher's (torch elastic reports a failed child as 1 with its own traceback), so only the
+    canary and a non-zero exit are asserted here."""
+    icd = _bad_cases(tmp_path, "icd.jsonl", lambda d: d["claim"]["icd10"].append(f"O'Brien {CANARY}"))
+    cmd = [str(VENV_BIN / "accelerate"), "launch", "--config_file", "ds_configs/zero3-cpu2.yaml", "-m", "train",
+           "--config", "train/recipes/tiny-phi3_qlora_zero3-cpu2.yaml", "--model_name_or_path", str(tiny_phi3_dir),
+           "--train_file", str(icd), "--output_dir", str(tmp_path / "t"), "--max_steps", "1"]
+    r = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "train: error:" in r.stderr, r.stderr[-2000:]
+    assert not leaks(r.stdout + r.stderr)
