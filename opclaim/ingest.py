@@ -1,7 +1,13 @@
 """Ingest real EHR exports (JSONL, CSV, Parquet) into Case records: map columns, clean labels,
 validate, and account for every record (kept, flagged or rejected with its reason).
 
-Messages name file, line (or row) and field only: note text never appears in a reason.
+Messages name file, line (or row) and field only: note text never appears in a reason (the
+redaction rule of opclaim.errors). JSONL lines go through the one JSONL reader in opclaim.io, CSV
+rows and Parquet rows through the same limits (docs/limits.md); types are strict (Case.from_dict).
+Unknown fields are kept under `extra` and counted; an input without records is an InputError.
+
+Patient age and sex come from a `patient` object or from `patient_age`/`age` and
+`patient_sex`/`sex`/`gender` columns (Female/male/unknown/other... mapped to F/M/U, counted).
 
 Flat exports (CSV/Parquet) carry the claim either as a JSON `claim` column or as `icd10` and
 `cpt` columns (lists separated by `,` `;` or `|`; CPT items may carry modifiers, `47562-80`),

@@ -114,6 +114,17 @@ def check_values(obj, path: str | None = None, depth: int = 0) -> None:
             check_values(v, _join(path, f"[{i}]"), depth + 1)
 
 
+_LONG_NUMBER = re.compile(r'"([^"\\]{1,64})"\s*:\s*-?\d{' + str(MAX_INT_DIGITS + 1) + "}")
+
+
+def _number_key(text: str, e: InputError) -> str | None:
+    """The key of an over-long integer (the parse hook does not see it), when it has one."""
+    if e.kind != "over_limit" or "integer" not in e.reason:
+        return None
+    m = _LONG_NUMBER.search(text)
+    return key_label(m.group(1)) if m else None
+
+
 def parse_json_text(text: str, field: str | None = None):
     """One JSON value under the limits; InputError(kind=...) naming `field` (a prefix) otherwise."""
     try:
@@ -123,7 +134,8 @@ def parse_json_text(text: str, field: str | None = None):
                          parse_constant=_constant)
         check_values(obj)
     except InputError as e:
-        fld = _join(field, e.field) if field and e.field else (e.field or field)
+        inner = e.field or _number_key(text, e)
+        fld = _join(field, inner) if field and inner else (inner or field)
         raise InputError(e.reason, field=fld, kind=e.kind) from None
     except json.JSONDecodeError as e:
         raise InputError(f"malformed JSON ({e.msg}, column {e.colno})", field=field, kind="malformed_record") from None
