@@ -20,7 +20,7 @@ from opclaim.errors import CodeFormatError, InputError, require_file, show, type
 ICD_RE = re.compile(r"^([A-Z][0-9][0-9A-Z])\.?([0-9A-Z]{1,4})?$")
 # CPT Category I (5 digits), II (4 digits + F), III (4 digits + T), PLA (4 digits + U),
 # and HCPCS Level II (letter + 4 digits), which surgical claims also carry.
-CPT_RE = re.compile(r"^(?:\d{5}|\d{4}[FTU]|[A-V]\d{4})$")
+CPT_RE = re.compile(r"^(?:\d{5}|\d{4}[FTU]|[A-V]\d{4})$", re.ASCII)  # ASCII: no other scripts' digits
 MOD_RE = re.compile(r"^[0-9A-Z]{2}$")
 CPT_PREFIX_RE = re.compile(r"^(?:CPT|HCPCS)[\s:#-]*")
 

@@ -144,10 +144,11 @@ def read_csv(path: Path):
                 return
             except csv.Error as e:
                 n, end = end + 1, reader.line_num
-                reason = str(e).split(" (")[0] if "field larger" in str(e) else "malformed CSV row"
-                yield RawRecord(n, None, (reason if "field larger" not in reason else
-                                          f"cell over the limit of {oio.MAX_RECORD_BYTES} characters",
-                                          None, "over_limit" if "field larger" in str(e) else "malformed_record"))
+                if "field larger" in str(e):
+                    yield RawRecord(n, None, (f"cell over the limit of {oio.MAX_RECORD_BYTES} characters", None,
+                                              "over_limit"))
+                else:
+                    yield RawRecord(n, None, ("malformed CSV row", None, "malformed_record"))
                 continue
             # Report the line a row starts on (quoted cells may span lines).
             n, end = end + 1, reader.line_num
@@ -422,7 +423,7 @@ def _kind(reason: str, fld: str | None) -> str:
 
 def _age(value, changes: Counter):
     """An age cell -> int, or the value unchanged for Case.from_dict to reject by type."""
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 3:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,3}", value.strip()):
         changes["age_from_text"] += 1
         return int(value.strip())
     if isinstance(value, float) and value.is_integer() and 0 <= value <= 1000:

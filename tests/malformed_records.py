@@ -172,6 +172,8 @@ KINDS = {
     "cpt_list": _set("claim.providers.0.lines.0.cpt", lambda r: ["47562"]),
     "cpt_null": _set("claim.providers.0.lines.0.cpt", None),
     "cpt_malformed": _set("claim.providers.0.lines.0.cpt", lambda r: r.choice(["4756", "475620", "ABCDE", "0042X"])),
+    "cpt_other_script_digits": _set("claim.providers.0.lines.0.cpt", "\u0664\u0667\u0665\u0666\u0662"),
+    "icd_fullwidth_letter": _set("claim.icd10.0", "\uff2b80.20"),
     "modifiers_object": _set("claim.providers.0.lines.0.modifiers", lambda r: {"80": _canary(r)}),
     "modifiers_int": _set("claim.providers.0.lines.0.modifiers", 80),
     "modifier_item_list": _set("claim.providers.0.lines.0.modifiers", lambda r: [["80"]]),
