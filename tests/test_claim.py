@@ -93,7 +93,7 @@ def test_case_missing_fields(missing):
 
 # ---- property-based round trip
 ICD = sorted(icd10_billable())
-CPT = st.one_of(st.from_regex(r"\d{5}", fullmatch=True), st.from_regex(r"\d{4}[FTU]", fullmatch=True))
+CPT = st.one_of(st.from_regex(r"[0-9]{5}", fullmatch=True), st.from_regex(r"[0-9]{4}[FTU]", fullmatch=True))
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=40)
 line_st = st.builds(lambda c, m, d: {"cpt": c, "modifiers": m, "description": d}, CPT,
                     st.lists(st.sampled_from(sorted(MODIFIERS)), max_size=3, unique=True), TEXT)
