@@ -26,7 +26,7 @@ from opclaim.errors import InputError, require_file
 # ---------------------------------------------------------------- limits (docs/limits.md)
 MAX_RECORD_BYTES = 2 * 1024 * 1024  # one JSONL line or CSV row
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # one JSON/YAML config or manifest file
-MAX_DEPTH = 64  # nested lists/objects; a case record needs 6
+MAX_DEPTH = 64  # nested lists/objects; a case record needs 7
 MAX_INT_DIGITS = 30  # longer integers are identifiers gone wrong, not numbers
 MAX_NUMBER_CHARS = 100  # the text of one JSON number
 MAX_STRING_CHARS = 1_000_000  # one string value (a long op note is ~50,000)
