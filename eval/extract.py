@@ -1,7 +1,8 @@
 """Codes from raw model output: the study's regular-expression extraction, made robust.
 
 Sections are found by their headers ("ICD-10-CM Diagnoses:", "CPT Codes with Modifiers:" and
-common variants). Inside a section only lines shaped like a code list / billing line count;
+common variants); billing lines (`CPT 1: ... |`, `Provider Name:`) that follow the diagnoses
+without the CPT header start the CPT section themselves. Inside a section only lines shaped like a code list / billing line count;
 descriptions and prose are never scanned for codes. Without any header a conservative pattern
 fallback applies (dotted ICD-10-CM codes; CPT codes only with an explicit "CPT" label or a
 `CODE-MOD` suffix). Anything unextractable simply yields no codes: it is scored as wrong.
@@ -47,6 +48,10 @@ _CPT_LABELLED_RE = re.compile(r"\b(?:CPT|HCPCS)(?:\s+codes?)?\s*(?:#?\s*\d{1,3}\
                               re.I)
 _CPT_WITH_MOD_RE = re.compile(r"(?<![\w-])(\d{5})-([0-9A-Z]{2})(?![\w])")
 _PROVIDER_RE = re.compile(r"^(?:provider|surgeon|assistant|physician)(?:\s+name)?\s*:\s*(.*)$", re.I)
+# A billing line or provider line inside the ICD section means the CPT header was left out.
+_CLAIM_LINE_RE = re.compile(r"^[\s#>*_•·\-–—]*(?:CPT(?:\s+code)?\s*#?\s*\d{1,3}\s*[:.)]\s*"
+                            r"(?:\S.*\||(?:\d{4}[0-9FTUftu]|[A-Va-v]\d{4})(?![0-9A-Za-z]))"
+                            r"|provider\s+(?:name|billables)\s*:)", re.I)
 _SKIP_RE = re.compile(r"^(?:provider\s+billables|billables|none|n/?a)\s*:?\s*$", re.I)
 _DESC_RE = re.compile(r"\bdesc(?:ription)?\s*:", re.I)
 _MODS_LABEL_RE = re.compile(r"\bmod(?:ifier\(s\)|ifiers?|s)?\.?(?![A-Za-z])\s*[:#=]?\s*", re.I)
@@ -284,6 +289,8 @@ def extract(output) -> Extraction:
             kinds.add(section)
             tagged.append((section, rest))
             continue
+        if section == "icd" and _CLAIM_LINE_RE.match(line):
+            section = "cpt"  # claim lines after the diagnoses without their header
         tagged.append((section, line))
     out.headers = bool(kinds)
     provider = ""

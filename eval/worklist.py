@@ -16,9 +16,14 @@ COLUMNS = ["gold", "config", "id", "service", "missing_prediction", "predicted_i
            *(f"{c}_{m}" for c in COMPONENTS for m in ("precision", "recall")), "mean_score"]
 
 
-def _cell(text: str) -> str:
-    # Spreadsheet formula injection: a service name like "=cmd()" must stay text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text) -> str:
+    # Spreadsheet formula injection (OWASP CSV injection): a cell starting with = + - @ TAB or CR,
+    # like a service name "=cmd()", must stay text.
+    text = "" if text is None else str(text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def invalid_codes(s: CaseScore, refs: References) -> list[str]:

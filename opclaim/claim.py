@@ -7,16 +7,31 @@ modifiers.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 
-from opclaim.codes import normalize_cpt, normalize_icd10, normalize_modifier
-from opclaim.errors import CodeFormatError, InputError
+from opclaim.codes import check_icd10_known, normalize_cpt, normalize_icd10, normalize_modifier
+from opclaim.errors import CodeFormatError, InputError, type_name
 
 
 def _clean(text) -> str:
     """Single-line free text: the target format is line- and '|'-delimited."""
-    return re.sub(r"\s+", " ", str(text).replace("|", "/")).strip()
+    return re.sub(r"\s+", " ", text.replace("|", "/")).strip()
+
+
+def _typed(d: dict, key: str, types, field: str, default=None, expected: str = "string"):
+    """d[key] when it has one of `types` (bool never counts as a number); absent/null -> default.
+
+    A wrong type is an InputError naming the expected and actual type: never a coercion."""
+    v = d.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise InputError(f"must be a {expected}, got boolean", field=field, kind="wrong_type")
+    if not isinstance(v, types):
+        raise InputError(f"must be a {expected}, got {type_name(v)}", field=field, kind="wrong_type")
+    return v
 
 
 @dataclass
@@ -58,40 +73,43 @@ class Claim:
         return {"icd10": list(self.icd10), "providers": [p.to_dict() for p in self.providers]}
 
     @classmethod
-    def from_dict(cls, d, *, where: str = "claim") -> Claim:
-        """Build and normalise; errors carry the field path (e.g. claim.providers[0].lines[1].cpt)."""
+    def from_dict(cls, d, *, where: str = "claim", allow_unknown_icd: bool | None = True) -> Claim:
+        """Build and normalise; errors carry the field path (e.g. claim.providers[0].lines[1].cpt).
+
+        Types are strict (a list where a list belongs, strings for names and descriptions).
+        With allow_unknown_icd False (or None: the OPCLAIM_ALLOW_UNKNOWN_ICD environment variable
+        decides), ICD-10-CM codes must exist in the shipped release: Case.from_dict asks for that
+        for every case record; a bare claim (a rendered prediction, say) may hold invented codes."""
         if not isinstance(d, dict):
-            raise InputError("must be an object", field=where)
-        icd = d.get("icd10", [])
-        if not isinstance(icd, list):
-            raise InputError("must be a list", field=f"{where}.icd10")
+            raise InputError(f"must be an object, got {type_name(d)}", field=where, kind="wrong_type")
+        icd = _typed(d, "icd10", list, f"{where}.icd10", [], "list")
         codes = []
         for i, c in enumerate(icd):
             try:
                 n = normalize_icd10(c)
+                if allow_unknown_icd is not True:
+                    check_icd10_known(n, allow_unknown_icd)
             except CodeFormatError as e:
-                raise CodeFormatError(e.reason, field=f"{where}.icd10[{i}]") from None
+                raise CodeFormatError(e.reason, field=f"{where}.icd10[{i}]", kind=e.kind) from None
             if n not in codes:
                 codes.append(n)
-        provs = d.get("providers", [])
-        if not isinstance(provs, list):
-            raise InputError("must be a list", field=f"{where}.providers")
+        provs = _typed(d, "providers", list, f"{where}.providers", [], "list")
         providers = []
         for pi, p in enumerate(provs):
             pw = f"{where}.providers[{pi}]"
             if not isinstance(p, dict):
-                raise InputError("must be an object", field=pw)
+                raise InputError(f"must be an object, got {type_name(p)}", field=pw, kind="wrong_type")
             lines = []
-            for li, ln in enumerate(p.get("lines") or []):
+            for li, ln in enumerate(_typed(p, "lines", list, f"{pw}.lines", [], "list")):
                 lw = f"{pw}.lines[{li}]"
                 if not isinstance(ln, dict):
-                    raise InputError("must be an object", field=lw)
+                    raise InputError(f"must be an object, got {type_name(ln)}", field=lw, kind="wrong_type")
                 try:
                     cpt = normalize_cpt(ln.get("cpt", ""))
                 except CodeFormatError as e:
                     raise CodeFormatError(e.reason, field=f"{lw}.cpt") from None
-                mods = ln.get("modifiers") or []
-                if isinstance(mods, str):
+                mods = _typed(ln, "modifiers", (list, str), f"{lw}.modifiers", [], "list")
+                if isinstance(mods, str):  # "80, 51": a documented shorthand for a list
                     mods = [m for m in re.split(r"[,\s]+", mods) if m]
                 nm = []
                 for mi, m in enumerate(mods):
@@ -99,10 +117,50 @@ class Claim:
                         nm.append(normalize_modifier(m))
                     except CodeFormatError as e:
                         raise CodeFormatError(e.reason, field=f"{lw}.modifiers[{mi}]") from None
-                lines.append(Line(cpt, nm, _clean(ln.get("description", ""))))
-            providers.append(Provider(_clean(p.get("name", "")) or "Unknown",
-                                      _clean(p.get("role", "surgeon")) or "surgeon", lines))
+                desc = _typed(ln, "description", str, f"{lw}.description", "")
+                lines.append(Line(cpt, nm, _clean(desc)))
+            name = _typed(p, "name", str, f"{pw}.name", "")
+            role = _typed(p, "role", str, f"{pw}.role", "surgeon")
+            providers.append(Provider(_clean(name) or "Unknown", _clean(role) or "surgeon", lines))
         return cls(codes, providers)
+
+
+def _iso_date(s: str) -> bool:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
+        return False
+    try:
+        dt.date.fromisoformat(s)
+    except ValueError:
+        return False
+    return True
+
+
+CASE_FIELDS = ("id", "date", "service", "note", "claim", "style", "patient", "rationale", "source", "extra")
+SEXES = ("F", "M", "U")
+MAX_AGE = 120
+
+
+def _patient(v) -> dict | None:
+    """{"age": int 0..120, "sex": "F" | "M" | "U"}, either key optional (PLAN "Interfaces")."""
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InputError(f"must be an object, got {type_name(v)}", field="patient", kind="wrong_type")
+    unknown = sorted(k for k in v if k not in ("age", "sex"))
+    if unknown:
+        raise InputError(f"unknown key(s) {len(unknown)}; allowed: age, sex", field="patient", kind="invalid_record")
+    out = {}
+    age = _typed(v, "age", int, "patient.age", None, "integer")
+    if age is not None:
+        if not 0 <= age <= MAX_AGE:  # the value is not shown: ages over 89 are identifying
+            raise InputError(f"must be an integer from 0 to {MAX_AGE}", field="patient.age", kind="invalid_value")
+        out["age"] = age
+    sex = _typed(v, "sex", str, "patient.sex", None)
+    if sex is not None:
+        if sex not in SEXES:
+            raise InputError("must be one of F, M, U", field="patient.sex", kind="invalid_value")
+        out["sex"] = sex
+    return out
 
 
 @dataclass
@@ -113,28 +171,41 @@ class Case:
     date: str | None = None
     service: str | None = None
     style: str | None = None
+    patient: dict | None = None
+    rationale: str | None = None
+    source: str | None = None
+    extra: dict = field(default_factory=dict)  # unknown fields, kept as they came
 
     def to_dict(self) -> dict:
         d = {"id": self.id, "date": self.date, "service": self.service, "note": self.note,
              "claim": self.claim.to_dict()}
-        if self.style is not None:
-            d["style"] = self.style
+        for key in ("style", "patient", "rationale", "source"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if self.extra:
+            d["extra"] = dict(self.extra)
         return d
 
     @classmethod
-    def from_dict(cls, d) -> Case:
+    def from_dict(cls, d, allow_unknown_icd: bool | None = None) -> Case:
         if not isinstance(d, dict):
-            raise InputError("record must be a JSON object")
+            raise InputError(f"record must be a JSON object, got {type_name(d)}", kind="malformed_record")
         for key in ("id", "note"):
             v = d.get(key)
             if v is None or (isinstance(v, str) and not v.strip()):
-                raise InputError("missing or empty", field=key)
-            if not isinstance(v, (str, int)):
-                raise InputError("must be a string", field=key)
+                raise InputError("missing or empty", field=key, kind=f"missing_{key}")
+        cid = _typed(d, "id", (str, int), "id", None, "string (or integer)")
+        note = _typed(d, "note", str, "note", None)
         if d.get("claim") is None:
-            raise InputError("missing", field="claim")
-        return cls(id=str(d["id"]), note=str(d["note"]), claim=Claim.from_dict(d["claim"]),
-                   date=d.get("date"), service=d.get("service"), style=d.get("style"))
+            raise InputError("missing", field="claim", kind="missing_claim")
+        opt = {k: _typed(d, k, str, k) for k in ("date", "service", "style", "rationale", "source")}
+        if opt["date"] is not None and not _iso_date(opt["date"]):
+            raise InputError("must be a date written YYYY-MM-DD", field="date", kind="bad_date")
+        extra = _typed(d, "extra", dict, "extra", {}, "object")
+        extra = {**extra, **{k: v for k, v in d.items() if k not in CASE_FIELDS}}
+        return cls(id=str(cid), note=note,
+                   claim=Claim.from_dict(d["claim"], allow_unknown_icd=allow_unknown_icd),
+                   patient=_patient(d.get("patient")), extra=extra, **opt)
 
 
 # ---------------------------------------------------------------- target text
@@ -200,7 +271,7 @@ def parse_target(text: str) -> Claim:
             continue
         m = _LINE_RE.match(line)
         if not m or not providers:
-            raise InputError(f"unexpected line in CPT section: {line[:40]!r}")
+            raise InputError("unexpected line in the CPT section")
         mods = [] if m.group(2).strip() == "None" else [x.strip() for x in m.group(2).split(",")]
         providers[-1]["lines"].append({"cpt": m.group(1), "modifiers": mods, "description": m.group(3)})
     # Roles are not part of the target text: the first provider is taken as the surgeon.

@@ -1,20 +1,26 @@
 """Code systems: ICD-10-CM (CMS release via simple-icd-10-cm), CPT/HCPCS lists, modifiers.
 
-Normalisers raise CodeFormatError naming the offending string; lookups never raise.
+Normalisers raise CodeFormatError naming the field's problem; the offending string is shown only
+when it is code-shaped (opclaim.errors.show), never free text. Lookups never raise.
+
+ICD-10-CM codes must exist in the shipped release (`check_icd10_known`) unless the site allows a
+newer release: `--allow-unknown-icd` on `opclaim data validate`, or OPCLAIM_ALLOW_UNKNOWN_ICD=1 for
+every reader (docs/limits.md).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 
-from opclaim.errors import CodeFormatError, InputError
+from opclaim.errors import CodeFormatError, InputError, require_file, show, type_name
 
 ICD_RE = re.compile(r"^([A-Z][0-9][0-9A-Z])\.?([0-9A-Z]{1,4})?$")
 # CPT Category I (5 digits), II (4 digits + F), III (4 digits + T), PLA (4 digits + U),
 # and HCPCS Level II (letter + 4 digits), which surgical claims also carry.
-CPT_RE = re.compile(r"^(?:\d{5}|\d{4}[FTU]|[A-V]\d{4})$")
+CPT_RE = re.compile(r"^(?:\d{5}|\d{4}[FTU]|[A-V]\d{4})$", re.ASCII)  # ASCII: no other scripts' digits
 MOD_RE = re.compile(r"^[0-9A-Z]{2}$")
 CPT_PREFIX_RE = re.compile(r"^(?:CPT|HCPCS)[\s:#-]*")
 
@@ -89,14 +95,35 @@ MODIFIERS: dict[str, str] = {
 
 
 # ---------------------------------------------------------------- ICD-10-CM
+MAX_CODE_CHARS = 40  # longer than any code with a prefix and spaces: free text, not a code
+
+
+def _code_text(code, what: str) -> str:
+    """A code given as a string (or a plain integer); anything else is a type error."""
+    if isinstance(code, bool) or not isinstance(code, (str, int)):
+        raise CodeFormatError(f"{what} code must be a string, got {type_name(code)}")
+    s = str(code)
+    if len(s) > MAX_CODE_CHARS:
+        raise CodeFormatError(f"malformed {what} code {show(s)}")
+    return s
+
+
 def normalize_icd10(code: str) -> str:
-    """'k8020' / 'K80.20 ' -> 'K80.20'. Raises CodeFormatError on anything else."""
-    s = str(code).strip().upper().replace(" ", "")
+    """'k8020' / 'K80.20 ' -> 'K80.20'. Raises CodeFormatError on anything else.
+
+    Letter O after the first character is never right in ICD-10-CM (no code of the release has
+    one): it is a zero typed as a letter, rejected rather than passed on or silently fixed."""
+    s = _code_text(code, "ICD-10-CM").strip().upper().replace(" ", "")
     m = ICD_RE.match(s)
     if not m:
-        raise CodeFormatError(f"malformed ICD-10-CM code {code!r}")
+        raise CodeFormatError(f"malformed ICD-10-CM code {show(s)}")
     head, tail = m.group(1), m.group(2)
-    return f"{head}.{tail}" if tail else head
+    out = f"{head}.{tail}" if tail else head
+    if "O" in out[1:]:
+        fixed = out[0] + out[1:].replace("O", "0")
+        raise CodeFormatError(f"letter O where a zero belongs in ICD-10-CM code {show(out)} "
+                              f"(did you mean {show(fixed)}?)")
+    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,10 +143,35 @@ def icd10_billable() -> frozenset[str]:
     return frozenset(c for c in cm.get_all_codes(True) if cm.is_leaf(c) and cm.is_category_or_subcategory(c))
 
 
+@functools.lru_cache(maxsize=1)
 def icd10_release() -> str:
     from importlib.metadata import version
 
     return f"CMS ICD-10-CM via simple-icd-10-cm {version('simple-icd-10-cm')}"
+
+
+def allow_unknown_icd_default() -> bool:
+    """OPCLAIM_ALLOW_UNKNOWN_ICD=1: accept well-formed codes missing from the shipped release."""
+    return os.environ.get("OPCLAIM_ALLOW_UNKNOWN_ICD", "").strip().lower() in ("1", "true", "yes")
+
+
+def icd10_exists(code: str) -> bool:
+    """A normalised code (billable or a parent category) that the shipped release contains."""
+    cm = _icd()
+    try:
+        return bool(cm.is_valid_item(code)) and bool(cm.is_category_or_subcategory(code))
+    except (ValueError, KeyError):
+        return False
+
+
+def check_icd10_known(code: str, allow_unknown: bool | None = None) -> None:
+    """Raise CodeFormatError for a normalised code the shipped release does not contain."""
+    if allow_unknown is None:
+        allow_unknown = allow_unknown_icd_default()
+    if not allow_unknown and not icd10_exists(code):
+        raise CodeFormatError(f"ICD-10-CM code {show(code)} is not in the shipped release "
+                              f"({icd10_release()}); --allow-unknown-icd or OPCLAIM_ALLOW_UNKNOWN_ICD=1 "
+                              "accepts a newer release", kind="unknown_code")
 
 
 def is_billable_icd10(code: str) -> bool:
@@ -163,28 +215,33 @@ def nearest_billable_icd10(code: str, limit: int = 5) -> list[str]:
 # ---------------------------------------------------------------- CPT / HCPCS
 def normalize_cpt(code: str) -> str:
     """'cpt 47562' / '0042t' -> '47562' / '0042T'. Raises CodeFormatError otherwise."""
-    s = CPT_PREFIX_RE.sub("", str(code).strip().upper()).strip()
+    s = CPT_PREFIX_RE.sub("", _code_text(code, "CPT/HCPCS").strip().upper()).strip()
     if not CPT_RE.match(s):
-        raise CodeFormatError(f"malformed CPT/HCPCS code {code!r}")
+        raise CodeFormatError(f"malformed CPT/HCPCS code {show(s)}")
     return s
 
 
 def normalize_modifier(mod: str) -> str:
+    if isinstance(mod, bool) or not isinstance(mod, (str, int)):
+        raise CodeFormatError(f"modifier must be a string, got {type_name(mod)}")
     s = str(mod).strip().upper()
     if not MOD_RE.match(s):
-        raise CodeFormatError(f"malformed modifier {mod!r}")
+        raise CodeFormatError(f"malformed modifier {show(s)}")
     return s
 
 
 def load_code_list(path: str | Path, normalize=normalize_cpt) -> dict[str, str]:
     """A user code list: one code per line, optional TAB + description; '#' comments."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("code list not found", file=path)
+    path = require_file(path, "code list")
     out: dict[str, str] = {}
-    with path.open(encoding="utf-8", errors="strict") as fh:
+    with path.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
-            line = raw.rstrip("\n")
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise InputError(f"bytes that are not UTF-8 at offset {e.start}", file=path, line=n) from None
+            if n == 1:
+                line = line.removeprefix("\ufeff")
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             code, _, desc = line.partition("\t")

@@ -1,7 +1,13 @@
 """Ingest real EHR exports (JSONL, CSV, Parquet) into Case records: map columns, clean labels,
 validate, and account for every record (kept, flagged or rejected with its reason).
 
-Messages name file, line (or row) and field only: note text never appears in a reason.
+Messages name file, line (or row) and field only: note text never appears in a reason (the
+redaction rule of opclaim.errors). JSONL lines go through the one JSONL reader in opclaim.io, CSV
+rows and Parquet rows through the same limits (docs/limits.md); types are strict (Case.from_dict).
+Unknown fields are kept under `extra` and counted; an input without records is an InputError.
+
+Patient age and sex come from a `patient` object or from `patient_age`/`age` and
+`patient_sex`/`sex`/`gender` columns (Female/male/unknown/other... mapped to F/M/U, counted).
 
 Flat exports (CSV/Parquet) carry the claim either as a JSON `claim` column or as `icd10` and
 `cpt` columns (lists separated by `,` `;` or `|`; CPT items may carry modifiers, `47562-80`),
@@ -12,18 +18,24 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opclaim.claim import Case
+from opclaim import io as oio
+from opclaim.claim import CASE_FIELDS, Case
 from opclaim.codes import CPT_PREFIX_RE, CPT_RE, ICD_RE, MODIFIERS
-from opclaim.errors import CodeFormatError, InputError
+from opclaim.errors import CodeFormatError, InputError, require_file, show, type_name
 
-FIELDS = ("id", "date", "service", "note", "claim", "icd10", "cpt", "provider", "style")
+FIELDS = ("id", "date", "service", "note", "claim", "icd10", "cpt", "provider", "style", "patient", "age", "sex",
+          "rationale", "source")
+# Export columns read as the patient's age and sex when no mapping names them (PLAN "Interfaces").
+AGE_COLUMNS = ("patient_age", "age")
+SEX_COLUMNS = ("patient_sex", "sex", "gender")
+_SEX_VALUES = {"f": "F", "female": "F", "woman": "F", "m": "M", "male": "M", "man": "M",
+               "u": "U", "unknown": "U", "other": "U", "not recorded": "U", "unspecified": "U", "x": "U",
+               "o": "U", "nonbinary": "U", "non-binary": "U", "undisclosed": "U", "n/a": "U"}
 DEFAULT_MAX_TOKENS = 3000
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _SPLIT_RE = re.compile(r"[,;|]")
@@ -35,26 +47,23 @@ def load_mapping(path: str | Path | None = None, pairs: list[str] | None = None)
     """canonical field -> source column, from a small YAML file and/or `field=column` flags."""
     mapping: dict[str, str] = {}
     if path:
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError("mapping file not found", file=p)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"not valid YAML ({type(e).__name__})", file=p) from None
+        data = oio.read_yaml(path, "column mapping") or {}
         if not isinstance(data, dict):
-            raise InputError("must be a mapping of field: column", file=p)
-        mapping.update({str(k): str(v) for k, v in data.items()})
+            raise InputError(f"must be a mapping of field: column, got {type_name(data)}", file=path)
+        for k, v in data.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InputError(f"field and column must be strings, got {type_name(k)}: {type_name(v)} "
+                                 "(quote numbers)", file=path, field=oio.key_label(k))
+        mapping.update(data)
     for pair in pairs or []:
         key, sep, col = pair.partition("=")
         if not sep or not key.strip() or not col.strip():
-            raise InputError(f"--map expects FIELD=COLUMN, got {pair!r}")
+            raise InputError("--map expects FIELD=COLUMN", field="--map")
         mapping[key.strip()] = col.strip()
     unknown = sorted(set(mapping) - set(FIELDS))
     if unknown:
-        raise InputError(f"unknown field(s) in column mapping: {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+        names = ", ".join(oio.key_label(k) for k in unknown)
+        raise InputError(f"unknown field(s) in column mapping: {names}; known: {', '.join(FIELDS)}")
     return mapping
 
 
@@ -75,68 +84,85 @@ def _apply_mapping(raw: dict, mapping: dict[str, str]) -> dict:
 class RawRecord:
     where: int  # line number (JSONL, CSV) or 1-based row (Parquet)
     data: dict | None
-    problem: tuple[str, str | None] | None = None  # (reason, field) when unreadable
+    problem: tuple[str, str | None, str] | None = None  # (reason, field, kind) when unreadable
 
 
 def _bad_bytes_field(row: dict) -> str | None:
     for k, v in row.items():
         if isinstance(v, str) and any("\udc80" <= ch <= "\udcff" for ch in v):
-            return k
+            return oio.key_label(k)
     return None
 
 
-def _bad_json_field(raw: bytes) -> str | None:
-    """The top-level field holding undecodable bytes, when the line is otherwise valid JSON."""
+def _row_problem(row: dict) -> tuple[str, str | None, str] | None:
+    """Undecodable bytes, then the io limits (string length, NUL, row size) for a flat row."""
+    bad = _bad_bytes_field(row)
+    if bad:
+        return "bytes that are not UTF-8", bad, "non_utf8"
+    size = sum(len(v) for v in row.values() if isinstance(v, str))
+    if size > oio.MAX_RECORD_BYTES:
+        return f"row of {size} characters, over the limit of {oio.MAX_RECORD_BYTES}", None, "over_limit"
     try:
-        obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    return _bad_bytes_field({k: json.dumps(v, ensure_ascii=False) for k, v in obj.items()})
+        oio.check_values(row)
+    except InputError as e:
+        return e.reason, e.field, e.kind
+    return None
 
 
 def read_jsonl(path: Path):
-    with path.open("rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield RawRecord(n, None, (f"bytes that are not UTF-8 at offset {e.start}", _bad_json_field(raw)))
-                continue
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield RawRecord(n, None, (f"malformed JSON ({e.msg}, column {e.colno})", None))
-                continue
-            if not isinstance(obj, dict):
-                yield RawRecord(n, None, ("line is not a JSON object", None))
-                continue
+    """The one JSONL reader (opclaim.io), lenient: every bad line becomes a problem record."""
+    for n, obj, problem in oio.iter_jsonl_records(path):
+        if problem is not None:
+            yield RawRecord(n, None, (problem.reason, problem.field, problem.kind or "malformed_record"))
+        else:
             yield RawRecord(n, obj)
 
 
 def read_csv(path: Path):
-    # surrogateescape keeps undecodable bytes visible per field instead of failing the file.
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
-        raise InputError("CSV has no header row", file=path, line=1)
-    end = reader.line_num  # the header's last line
-    for row in reader:
-        # Report the line a row starts on (quoted cells may span lines).
-        n, end = end + 1, reader.line_num
-        if None in row:
-            yield RawRecord(n, None, ("row has more cells than the header", None))
-            continue
-        bad = _bad_bytes_field(row)
-        if bad:
-            yield RawRecord(n, None, ("bytes that are not UTF-8", bad))
-            continue
-        yield RawRecord(n, {k: v for k, v in row.items() if v is not None})
+    # surrogateescape keeps undecodable bytes visible per field instead of failing the file;
+    # utf-8-sig drops a BOM. Streams: the file is never held in memory whole.
+    csv.field_size_limit(oio.MAX_RECORD_BYTES + 1)
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+        except csv.Error as e:
+            raise InputError(f"unreadable CSV header ({e})", file=path, line=1) from None
+        if not header or not any(h.strip() for h in header):
+            raise InputError("CSV has no header row", file=path, line=1)
+        if _bad_bytes_field({str(i): h for i, h in enumerate(header)}):
+            raise InputError("CSV header has bytes that are not UTF-8", file=path, line=1)
+        dups = sorted({h for h in header if header.count(h) > 1})
+        if dups:
+            raise InputError(f"duplicate column name(s) in the header: {', '.join(oio.key_label(h) for h in dups)}",
+                             file=path, line=1, kind="duplicate_key")
+        end = reader.line_num  # the header's last line
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                n, end = end + 1, reader.line_num
+                if "field larger" in str(e):
+                    yield RawRecord(n, None, (f"cell over the limit of {oio.MAX_RECORD_BYTES} characters", None,
+                                              "over_limit"))
+                else:
+                    yield RawRecord(n, None, ("malformed CSV row", None, "malformed_record"))
+                continue
+            # Report the line a row starts on (quoted cells may span lines).
+            n, end = end + 1, reader.line_num
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # a blank line
+            if len(cells) > len(header):
+                yield RawRecord(n, None, ("row has more cells than the header", None, "malformed_record"))
+                continue
+            row = dict(zip(header, cells, strict=False))  # short rows: missing cells are absent
+            problem = _row_problem(row)
+            if problem:
+                yield RawRecord(n, None, problem)
+                continue
+            yield RawRecord(n, row)
 
 
 def read_parquet(path: Path):
@@ -144,10 +170,14 @@ def read_parquet(path: Path):
 
     try:
         table = pq.read_table(path)
+        cols = table.column_names
+        if len(set(cols)) != len(cols):
+            raise InputError("duplicate column names", file=path, kind="duplicate_key")
+        data = {c: table.column(c).to_pylist() for c in cols}
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - any pyarrow failure means an unreadable file
         raise InputError(f"unreadable Parquet file ({type(e).__name__})", file=path) from None
-    cols = table.column_names
-    data = {c: table.column(c).to_pylist() for c in cols}
     for i in range(table.num_rows):
         row = {}
         bad = None
@@ -157,10 +187,15 @@ def read_parquet(path: Path):
                 try:
                     v = v.decode("utf-8")
                 except UnicodeDecodeError:
-                    bad = bad or c
+                    bad = bad or oio.key_label(c)
             row[c] = v
         if bad:
-            yield RawRecord(i + 1, None, ("bytes that are not UTF-8", bad))
+            yield RawRecord(i + 1, None, ("bytes that are not UTF-8", bad, "non_utf8"))
+            continue
+        try:
+            oio.check_values(row)
+        except InputError as e:
+            yield RawRecord(i + 1, None, (e.reason, e.field, e.kind))
             continue
         yield RawRecord(i + 1, row)
 
@@ -179,9 +214,7 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 
 
 def read_raw(path: str | Path, fmt: str | None = None):
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=path)
+    path = require_file(Path(path))
     kind = detect_format(path, fmt)
     return {"jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet}[kind](path), kind
 
@@ -196,6 +229,11 @@ RULES = {
     "duplicate_code": "removed a repeated ICD-10-CM code",
     "date_format": "rewrote the date as YYYY-MM-DD",
     "claim_from_columns": "built the claim from flat icd10/cpt columns",
+    "cpt_number": "read a CPT code given as a JSON number as text",
+    "modifiers_from_text": "split a modifier string ('80, 51') into a list",
+    "patient_from_columns": "built patient {age, sex} from export columns",
+    "age_from_text": "read an age written as text or a whole-number float",
+    "sex_code": "mapped a sex/gender value to F, M or U",
 }
 
 
@@ -228,9 +266,12 @@ def _trim_upper(value: str, changes: Counter) -> str:
 
 
 def _clean_cpt(code, mods: list, changes: Counter) -> tuple[object, list]:
-    if not isinstance(code, (str, int)):
+    if isinstance(code, int) and not isinstance(code, bool) and 10000 <= code <= 99999:
+        changes["cpt_number"] += 1
+        code = str(code)
+    if not isinstance(code, str):
         return code, mods
-    s = _trim_upper(str(code), changes)
+    s = _trim_upper(code, changes)
     stripped = CPT_PREFIX_RE.sub("", s)
     if stripped != s:
         changes["cpt_prefix"] += 1
@@ -246,6 +287,7 @@ def _clean_cpt(code, mods: list, changes: Counter) -> tuple[object, list]:
 
 def _clean_mods(mods, changes: Counter) -> object:
     if isinstance(mods, str):
+        changes["modifiers_from_text"] += 1
         mods = [m for m in re.split(r"[,\s]+", mods) if m]
     if not isinstance(mods, list):
         return mods
@@ -262,7 +304,9 @@ def _split_list(value) -> list:
         return value
     if hasattr(value, "tolist"):
         return list(value.tolist())
-    return [x for x in (p.strip() for p in _SPLIT_RE.split(str(value))) if x]
+    if not isinstance(value, str):
+        return [value]  # a number or object: Claim.from_dict rejects it with its type
+    return [x for x in (p.strip() for p in _SPLIT_RE.split(value)) if x]
 
 
 def clean_claim(claim, changes: Counter):
@@ -286,8 +330,10 @@ def clean_claim(claim, changes: Counter):
         for ln in p.get("lines") or []:
             if not isinstance(ln, dict):
                 continue
-            mods = _clean_mods(ln.get("modifiers") or [], changes)
-            cpt, mods = _clean_cpt(ln.get("cpt", ""), mods if isinstance(mods, list) else [], changes)
+            mods = _clean_mods(ln.get("modifiers"), changes)
+            if mods is not None and not isinstance(mods, list):
+                continue  # a wrong type: Claim.from_dict rejects it, naming the types
+            cpt, mods = _clean_cpt(ln.get("cpt", ""), mods or [], changes)
             ln["cpt"], ln["modifiers"] = cpt, mods
     return claim
 
@@ -299,7 +345,8 @@ def _claim_from_columns(rec: dict, changes: Counter):
         return None
     changes["claim_from_columns"] += 1
     lines = [{"cpt": c, "modifiers": [], "description": ""} for c in cpts]
-    name = str(rec.get("provider") or "").strip() or "Unknown"
+    name = rec.get("provider")
+    name = (name.strip() or "Unknown") if isinstance(name, str) else ("Unknown" if name is None else name)
     return {"icd10": icd, "providers": [{"name": name, "role": "surgeon", "lines": lines}] if lines else []}
 
 
@@ -309,7 +356,9 @@ def clean_date(value, changes: Counter):
         return None, None
     if isinstance(value, (dt.date, dt.datetime)):
         return (value.date() if isinstance(value, dt.datetime) else value).isoformat(), None
-    s = str(value).strip()
+    if not isinstance(value, str):
+        return None, f"date must be a string, got {type_name(value)}"
+    s = value.strip()
     for i, fmt in enumerate(_DATE_FORMATS):
         try:
             d = dt.datetime.strptime(s[:10] if i == 0 and len(s) > 10 and s[10] in "T " else s, fmt).date()
@@ -340,6 +389,7 @@ class Report:
     rejected: list[tuple[Problem, dict | None]] = field(default_factory=list)
     flagged: list[tuple[Problem, str]] = field(default_factory=list)  # (problem, case id)
     changes: Counter = field(default_factory=Counter)
+    unknown_fields: Counter = field(default_factory=Counter)  # field name -> records carrying it
 
     def defect_counts(self) -> Counter:
         return Counter(p.kind for p, _ in self.rejected) + Counter(p.kind for p, _ in self.flagged)
@@ -348,13 +398,15 @@ class Report:
         return {"file": self.file, "format": self.fmt, "records": self.read, "valid": len(self.kept),
                 "rejected": len(self.rejected), "flagged": len(self.flagged),
                 "defects": dict(sorted(self.defect_counts().items())),
-                "cleanup": {k: self.changes[k] for k in RULES if self.changes[k]}}
+                "cleanup": {k: self.changes[k] for k in RULES if self.changes[k]},
+                "unknown_fields": dict(sorted(self.unknown_fields.items()))}
 
 
 def _kind(reason: str, fld: str | None) -> str:
+    """Defect class for problems that carry no kind of their own."""
     if "not UTF-8" in reason:
         return "non_utf8"
-    if "JSON" in reason or "JSON object" in reason or "more cells" in reason:
+    if "JSON" in reason or "more cells" in reason:
         return "malformed_record"
     if fld in ("id", "note", "claim") and ("missing" in reason or "empty" in reason):
         return f"missing_{fld}"
@@ -369,12 +421,54 @@ def _kind(reason: str, fld: str | None) -> str:
     return "invalid_record"
 
 
-_QUOTED_RE = re.compile(r"'([^']{13,})'")
+def _age(value, changes: Counter):
+    """An age cell -> int, or the value unchanged for Case.from_dict to reject by type."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,3}", value.strip()):
+        changes["age_from_text"] += 1
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= 1000:
+        changes["age_from_text"] += 1
+        return int(value)
+    return value
 
 
-def _redact(reason: str) -> str:
-    """Quote short code strings; anything longer may be free text (a mis-mapped note column)."""
-    return _QUOTED_RE.sub(lambda m: f"<{len(m.group(1))} characters>", reason)
+def _sex(value, changes: Counter):
+    if isinstance(value, str) and value not in ("F", "M", "U"):
+        code = _SEX_VALUES.get(value.strip().lower())
+        if code is None:
+            raise InputError("unrecognised value; expected F, M or U (or female, male, unknown, other)",
+                             field="patient.sex", kind="invalid_value")
+        changes["sex_code"] += 1
+        return code
+    return value
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip())
+
+
+def _patient(rec: dict, consumed: set, changes: Counter):
+    """The patient object: a `patient` field as given (sex words mapped), or age/sex columns."""
+    if isinstance(rec.get("patient"), dict):
+        p = dict(rec["patient"])
+        if "sex" in p:
+            p["sex"] = _sex(p["sex"], changes)
+        if "age" in p and isinstance(p["age"], str):
+            p["age"] = _age(p["age"], changes)
+        return p
+    if rec.get("patient") is not None:
+        return rec["patient"]  # a wrong type: rejected by Case.from_dict
+    age_col = next((c for c in ("age", *AGE_COLUMNS) if c in rec), None)
+    sex_col = next((c for c in ("sex", *SEX_COLUMNS) if c in rec), None)
+    consumed.update(c for c in (age_col, sex_col) if c)
+    p = {}
+    if age_col and not _blank(rec[age_col]):
+        p["age"] = _age(rec[age_col], changes)
+    if sex_col and not _blank(rec[sex_col]):
+        p["sex"] = _sex(rec[sex_col], changes)
+    if p:
+        changes["patient_from_columns"] += 1
+    return p or None
 
 
 def count_tokens(text: str, tokenizer=None) -> int:
@@ -389,13 +483,17 @@ def _check_modifiers(claim: dict, known: set[str]) -> tuple[str, str] | None:
         for li, ln in enumerate((p or {}).get("lines") or []):
             for mi, m in enumerate((ln or {}).get("modifiers") or []):
                 if isinstance(m, str) and re.fullmatch(r"[0-9A-Z]{2}", m) and m not in known:
-                    return f"unknown modifier {m!r}", f"claim.providers[{pi}].lines[{li}].modifiers[{mi}]"
+                    return (f"unknown modifier {show(m)}", f"claim.providers[{pi}].lines[{li}].modifiers[{mi}]",
+                            "unknown_modifier")
     return None
 
 
 def validate(path: str | Path, *, fmt: str | None = None, mapping: dict[str, str] | None = None,
-             max_tokens: int = DEFAULT_MAX_TOKENS, tokenizer=None, modifiers: set[str] | None = None) -> Report:
-    """Read every record; keep, flag or reject each one. Never raises for a bad record."""
+             max_tokens: int = DEFAULT_MAX_TOKENS, tokenizer=None, modifiers: set[str] | None = None,
+             allow_unknown_icd: bool | None = None) -> Report:
+    """Read every record; keep, flag or reject each one. Never raises for a bad record.
+
+    Raises InputError for a bad file (missing, a directory, no header) and for "no records"."""
     records, kind = read_raw(path, fmt)
     report = Report(str(path), kind)
     known_mods = set(modifiers or MODIFIERS)
@@ -403,62 +501,71 @@ def validate(path: str | Path, *, fmt: str | None = None, mapping: dict[str, str
     for rr in records:
         report.read += 1
         if rr.data is None:
-            reason, fld = rr.problem
-            report.rejected.append((Problem(rr.where, fld, reason, _kind(reason, fld)), None))
+            reason, fld, pkind = rr.problem
+            report.rejected.append((Problem(rr.where, fld, reason, pkind or _kind(reason, fld)), None))
             continue
         rec = _apply_mapping(rr.data, mapping or {})
         changes = Counter()
 
-        def reject(reason, fld, rec=rec, rr=rr):
-            reason = _redact(reason)
+        def reject(reason, fld, kind=None, rec=rec, rr=rr):
             rid = rec.get("id")
-            rid = str(rid) if isinstance(rid, (str, int)) and str(rid).strip() else None
-            report.rejected.append((Problem(rr.where, fld, reason, _kind(reason, fld), rid), rr.data))
+            rid = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid).strip() else None
+            report.rejected.append((Problem(rr.where, fld, reason, kind or _kind(reason, fld), rid), rr.data))
 
-        claim = rec.get("claim")
-        if isinstance(claim, str) and claim.strip():
-            try:
-                claim = json.loads(claim)
-            except json.JSONDecodeError as e:
-                reject(f"malformed JSON in claim ({e.msg})", "claim")
-                continue
-        if claim is None or (isinstance(claim, str) and not claim.strip()):
-            claim = _claim_from_columns(rec, changes)
-        claim = clean_claim(claim, changes)
-        date, date_err = clean_date(rec.get("date"), changes)
-        if date_err:
-            reject(date_err, "date")
-            continue
-        obj = {"id": rec.get("id"), "note": rec.get("note"), "claim": claim, "date": date,
-               "service": rec.get("service") or None, "style": rec.get("style") or None}
-        if isinstance(obj["id"], float) and obj["id"].is_integer():
-            obj["id"] = int(obj["id"])
-        if isinstance(claim, dict) and not claim.get("icd10") and not claim.get("providers"):
-            reject("missing or empty", "claim")
-            continue
         try:
-            case = Case.from_dict(obj)
+            case, unknown = _record_to_case(rec, changes, allow_unknown_icd)
         except CodeFormatError as e:
-            reject(e.reason, e.field)
+            reject(e.reason, e.field, e.kind)
             continue
         except InputError as e:
-            reject(e.reason, e.field)
+            reject(e.reason, e.field, e.kind)
             continue
-        bad_mod = _check_modifiers(claim, known_mods)
+        bad_mod = _check_modifiers(case.claim.to_dict(), known_mods)
         if bad_mod:
             reject(*bad_mod)
             continue
         if case.id in seen:
-            reject(f"duplicate id (first on line {seen[case.id]})", "id")
+            reject(f"duplicate id (first on line {seen[case.id]})", "id", "duplicate_id")
             continue
         seen[case.id] = rr.where
         report.changes.update(changes)
+        report.unknown_fields.update(oio.key_label(k) for k in unknown)
         n = count_tokens(case.note, tokenizer)
         if n > max_tokens:
             report.flagged.append((Problem(rr.where, "note", f"note is {n} tokens, over the limit of {max_tokens}",
                                            "over_token_limit", case.id), case.id))
         report.kept.append(case)
+    if report.read == 0:
+        raise InputError("no records", file=path, kind="no_records")
     return report
+
+
+def _record_to_case(rec: dict, changes: Counter, allow_unknown_icd) -> tuple[Case, list[str]]:
+    """One mapped raw record -> (Case, unknown field names); InputError names the field."""
+    consumed = {"id", "note", "claim", "date", "service", "style", "rationale", "source", "patient", "extra"}
+    claim = rec.get("claim")
+    if isinstance(claim, str) and claim.strip():
+        claim = oio.parse_json_text(claim, field="claim")
+    if claim is None or (isinstance(claim, str) and not claim.strip()):
+        claim = _claim_from_columns(rec, changes)
+        consumed.update(("icd10", "cpt", "provider"))
+    claim = clean_claim(claim, changes)
+    date, date_err = clean_date(rec.get("date"), changes)
+    if date_err:
+        raise InputError(date_err, field="date", kind="bad_date")
+    patient = _patient(rec, consumed, changes)
+    obj = {"id": rec.get("id"), "note": rec.get("note"), "claim": claim, "date": date}
+    for key in ("service", "style", "rationale", "source"):  # an empty cell is an absent value
+        obj[key] = None if _blank(rec.get(key)) else rec.get(key)
+    obj["patient"] = patient
+    if isinstance(obj["id"], float) and obj["id"].is_integer():
+        obj["id"] = int(obj["id"])
+    if isinstance(claim, dict) and not claim.get("icd10") and not claim.get("providers"):
+        raise InputError("missing or empty", field="claim", kind="missing_claim")
+    unknown = [k for k in rec if k not in consumed and k not in CASE_FIELDS]
+    extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
+    obj["extra"] = {**extra, **{k: rec[k] for k in unknown}} if unknown or extra else rec.get("extra")
+    return Case.from_dict(obj, allow_unknown_icd=allow_unknown_icd), unknown
 
 
 def reject_rows(report: Report) -> list[dict]:

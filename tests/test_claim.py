@@ -93,7 +93,7 @@ def test_case_missing_fields(missing):
 
 # ---- property-based round trip
 ICD = sorted(icd10_billable())
-CPT = st.one_of(st.from_regex(r"\d{5}", fullmatch=True), st.from_regex(r"\d{4}[FTU]", fullmatch=True))
+CPT = st.one_of(st.from_regex(r"[0-9]{5}", fullmatch=True), st.from_regex(r"[0-9]{4}[FTU]", fullmatch=True))
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=40)
 line_st = st.builds(lambda c, m, d: {"cpt": c, "modifiers": m, "description": d}, CPT,
                     st.lists(st.sampled_from(sorted(MODIFIERS)), max_size=3, unique=True), TEXT)
@@ -110,3 +110,71 @@ def test_render_parse_round_trip(d, markers):
     assert back.icd10 == claim.icd10
     assert [(p.name, [ln.to_dict() for ln in p.lines]) for p in back.providers] == \
            [(p.name, [ln.to_dict() for ln in p.lines]) for p in claim.providers]
+
+
+# ---- strict types, optional fields, known codes (issue 16)
+def _case(**over):
+    d = {"id": "c1", "note": "x", "claim": json.loads(json.dumps(DESIGN_CLAIM))}
+    d.update(over)
+    return d
+
+
+@pytest.mark.parametrize("over,field,msg", [
+    ({"note": 12345}, "note", "must be a string, got integer"),
+    ({"note": True}, "note", "must be a string, got boolean"),
+    ({"id": False}, "id", "got boolean"),
+    ({"service": ["General Surgery"]}, "service", "must be a string, got list"),
+    ({"date": "03/14/2021"}, "date", "YYYY-MM-DD"),
+    ({"patient": {"age": 121}}, "patient.age", "from 0 to 120"),
+    ({"patient": {"age": "40"}}, "patient.age", "must be a integer, got string"),
+    ({"patient": {"sex": "female"}}, "patient.sex", "one of F, M, U"),
+    ({"patient": {"age": 40, "mrn": "1"}}, "patient", "unknown key"),
+    ({"rationale": {"why": "x"}}, "rationale", "got object"),
+    ({"extra": ["x"]}, "extra", "got list"),
+])
+def test_wrong_types_are_rejected_not_coerced(over, field, msg):
+    with pytest.raises(InputError) as e:
+        Case.from_dict(_case(**over))
+    assert e.value.field == field and msg in e.value.reason
+
+
+@pytest.mark.parametrize("path,value,field", [
+    (("providers", 0, "lines", 0, "modifiers"), {"80": 1}, "claim.providers[0].lines[0].modifiers"),
+    (("providers", 0, "name"), ["Dr A"], "claim.providers[0].name"),
+    (("providers", 0, "lines", 0, "description"), {"d": 1}, "claim.providers[0].lines[0].description"),
+    (("providers", 0, "lines", 0, "cpt"), 47562.0, "claim.providers[0].lines[0].cpt"),
+    (("icd10",), "K80.20", "claim.icd10"),
+])
+def test_claim_fields_of_the_wrong_type(path, value, field):
+    d = json.loads(json.dumps(DESIGN_CLAIM))
+    node = d
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    with pytest.raises(InputError) as e:
+        Claim.from_dict(d)
+    assert e.value.field == field and "got" in e.value.reason
+
+
+def test_unknown_and_letter_o_icd_codes(monkeypatch):
+    with pytest.raises(CodeFormatError) as e:
+        Case.from_dict(_case(claim={"icd10": ["Z99.99"]}))
+    assert e.value.kind == "unknown_code" and "'Z99.99'" in e.value.reason
+    assert Case.from_dict(_case(claim={"icd10": ["Z99.99"]}), allow_unknown_icd=True).claim.icd10 == ["Z99.99"]
+    monkeypatch.setenv("OPCLAIM_ALLOW_UNKNOWN_ICD", "1")
+    assert Case.from_dict(_case(claim={"icd10": ["Z99.99"]})).claim.icd10 == ["Z99.99"]
+    for allow in (True, False):  # letter O is never accepted, whatever the release
+        with pytest.raises(CodeFormatError, match="letter O where a zero belongs.*'K80.20'"):
+            Case.from_dict(_case(claim={"icd10": ["K8O.2O"]}), allow_unknown_icd=allow)
+
+
+def test_optional_fields_and_extra_round_trip():
+    d = _case(patient={"age": 67, "sex": "F"}, rationale="Chole with stones.", source="golden", mrn="123",
+              extra={"site": "A"})
+    case = Case.from_dict(d)
+    assert case.patient == {"age": 67, "sex": "F"} and case.rationale == "Chole with stones."
+    assert case.source == "golden" and case.extra == {"site": "A", "mrn": "123"}
+    back = Case.from_dict(json.loads(json.dumps(case.to_dict())))
+    assert back.to_dict() == case.to_dict() and "mrn" not in case.to_dict()
+    assert Case.from_dict(_case(patient={})).patient == {}
+    assert "patient" not in Case.from_dict(_case()).to_dict()

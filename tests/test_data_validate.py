@@ -148,3 +148,35 @@ def test_mis_mapped_note_column_never_leaks_into_messages(tmp_path):
     ((problem, _),) = report.rejected
     assert problem.field == "claim.icd10[0]" and problem.kind == "malformed_code"
     assert "SECRET" not in problem.reason and "characters>" in problem.reason
+
+
+def test_patient_columns_unknown_fields_and_unknown_icd(tmp_path):
+    src = tmp_path / "x.csv"
+    src.write_text("id,note,icd10,cpt,patient_age,gender,mrn\n"
+                   "r1,Note one.,K80.20,47562,67,Female,111\n"
+                   "r2,Note two.,K35.80,44970,,unknown,222\n"
+                   "r3,Note three.,Z99.99,44970,40,M,333\n"
+                   "r4,Note four.,K80.20,47562,abc,F,444\n"
+                   "r5,Note five.,K80.20,47562,50,SECRET-NOTE-TEXT,555\n", encoding="utf-8")
+    report = ingest.validate(src)
+    got = [(r["line"], r["field"], r["defect"]) for r in ingest.reject_rows(report)]
+    assert got == [(4, "claim.icd10[0]", "unknown_code"), (5, "patient.age", "wrong_type"),
+                   (6, "patient.sex", "invalid_value")]
+    kept = {c.id: c for c in report.kept}
+    assert kept["r1"].patient == {"age": 67, "sex": "F"} and kept["r2"].patient == {"sex": "U"}
+    assert kept["r1"].extra == {"mrn": "111"} and report.summary()["unknown_fields"] == {"mrn": 2}
+    assert report.changes["patient_from_columns"] == 2 and report.changes["sex_code"] == 2
+    assert all(SECRET not in p.reason for p, _ in report.rejected)
+    report = ingest.validate(src, allow_unknown_icd=True)
+    assert "r3" in {c.id for c in report.kept}
+
+
+def test_cli_allow_unknown_icd_and_bom(tmp_path, cli_env):
+    line = json.loads((DATA / "bad_date.jsonl").read_text().splitlines()[0])
+    line["claim"]["icd10"] = ["Z99.99"]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + json.dumps(line).encode() + b"\n")
+    r = _run([str(src)], cli_env, tmp_path)
+    assert r.returncode == 2 and "'Z99.99' is not in the shipped release" in r.stderr, r.stderr
+    r = _run([str(src), "--allow-unknown-icd"], cli_env, tmp_path)
+    assert r.returncode == 0 and "valid: 1" in r.stdout, r.stderr

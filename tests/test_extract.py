@@ -210,3 +210,23 @@ def test_round_trip_over_synthetic_claims(style):
             d = extract_codes(render_target(c.claim, markers))
             assert (set(d["icd10"]), set(d["cpt"]), set(d["modifiers"])) == \
                 (c.claim.icd10_set(), c.claim.cpt_set(), c.claim.modifier_set()), c.id
+
+
+# ---- claim lines after the diagnoses with the "CPT Codes with Modifiers:" header left out
+@pytest.mark.parametrize("text,want", [
+    ("ICD-10-CM Diagnoses:\nK80.20, R10.11\nCPT 1: 47562 | Modifiers: 80 | Description: lap chole",
+     {"icd10": ["K80.20", "R10.11"], "cpt": ["47562"], "modifiers": ["47562-80"]}),
+    ("<|placeholder2|>ICD-10-CM Diagnoses:\nK80.20\nProvider Name: Dr. A. Rivera\nProvider Billables:\n"
+     "CPT 1: 47562 | Modifiers: None | Description: Laparoscopic cholecystectomy\n"
+     "CPT 2: 49585 | Modifiers: 51 | Description: umbilical hernia repair<|placeholder5|>",
+     {"icd10": ["K80.20"], "cpt": ["47562", "49585"], "modifiers": ["49585-51"]}),
+    ("**ICD-10-CM Diagnoses:**\n- K35.80\n\n  CPT 1: 44970 | Modifiers: None | Description: lap appy\n"
+     "  cpt 2: 49320 | Modifiers: 59, 51 | Description: diagnostic laparoscopy\nThanks!",
+     {"icd10": ["K35.80"], "cpt": ["44970", "49320"], "modifiers": ["49320-59", "49320-51"]}),
+    ("ICD-10-CM Diagnoses: H25.11\nCPT 1: 66984 RT", {"icd10": ["H25.11"], "cpt": ["66984"], "modifiers": []}),
+    ("ICD-10-CM Diagnoses:\nK80.20\nProvider Name: Dr B\nCPT 1: 47562 | Modifiers: 80 | Description: K81.0 noted",
+     {"icd10": ["K80.20"], "cpt": ["47562"], "modifiers": ["47562-80"]}),
+])
+def test_claim_lines_without_cpt_header_are_found(text, want):
+    got = extract_codes(text)
+    assert got == want

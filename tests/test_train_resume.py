@@ -109,3 +109,35 @@ def test_signal_saves_complete_checkpoint_and_exits_75(tmp_path, tiny_phi3_dir, 
     assert 10 < step < STEPS  # saved at the step where the signal arrived, not a scheduled save
     assert (last / "adapter_model.safetensors").is_file() and (last / "trainer_state.json").is_file()
     assert not (out / "opclaim_run.json").exists()  # the run is not presented as finished
+
+
+def test_corrupt_marked_checkpoints_fall_back_to_the_newest_that_verifies(tmp_path, tiny_phi3_dir, train_file,
+                                                                          cli_env):
+    """A checkpoint that carries its marker but whose files were truncated afterwards (disk full, a
+    bad copy) is skipped with its reason; resume takes the newest one that still verifies."""
+    out = tmp_path / "out"
+    cmd = _cmd(tiny_phi3_dir, train_file, out)
+    cmd[cmd.index("--max_steps") + 1] = "30"
+    res = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for step in (10, 20, 30):
+        files = json.loads((out / f"checkpoint-{step}" / "opclaim_complete.json").read_text())["files"]
+        assert {"optimizer.pt", "adapter_model.safetensors", "trainer_state.json"} <= set(files)
+    (out / "opclaim_run.json").unlink()  # as if the run had died after its last checkpoint
+    for step, name in ((30, "optimizer.pt"), (20, "adapter_model.safetensors")):
+        p = out / f"checkpoint-{step}" / name
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+    res = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    err = res.stderr
+    assert "skipping checkpoint-30: optimizer.pt is" in err and "the marker says" in err
+    assert "skipping checkpoint-20: adapter_model.safetensors is" in err
+    resumed = [ln for ln in err.splitlines() if "resuming from" in ln]
+    assert resumed and resumed[0].endswith("checkpoint-10"), resumed
+    assert len(list(out.glob("corrupt-checkpoint-*"))) == 2
+    assert json.loads((out / "opclaim_run.json").read_text())["global_step"] == 30
+    from train.checkpoint import verify
+
+    assert verify(out / "checkpoint-30") is None  # saved again, with a marker that matches

@@ -44,12 +44,17 @@ opclaim data validate cases.jsonl --max-tokens 4096 --tokenizer models/tiny-phi3
     v.add_argument("--tokenizer", help="count tokens with this local tokenizer folder instead of the regex estimate")
     v.add_argument("--modifiers", help="modifier list file replacing the built-in table")
     v.add_argument("--allow-rejects", action="store_true", help="exit 0 even if records were rejected")
+    v.add_argument("--allow-unknown-icd", action="store_true", default=None,
+                   help="accept well-formed ICD-10-CM codes missing from the shipped release (a site's newer "
+                        "release); every reader also honours OPCLAIM_ALLOW_UNKNOWN_ICD=1")
     v.add_argument("--summary", help="also write the summary as JSON here")
 
     sp = verb(ds, "split", "train/val/test split (60/20/20) balanced by encounter month", """
 opclaim data split cases.jsonl --out data/splits --seed 0
 opclaim data split cases.jsonl --out data/splits --ratios 80,10,10""", split)
     sp.add_argument("file")
+    sp.add_argument("--allow-unknown-icd", action="store_true", default=None,
+                    help="accept ICD-10-CM codes missing from the shipped release")
     sp.add_argument("--out", required=True, help="folder for train.jsonl val.jsonl test.jsonl split.json")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--ratios", default="60,20,20", help="train,val,test shares")
@@ -58,6 +63,8 @@ opclaim data split cases.jsonl --out data/splits --ratios 80,10,10""", split)
 opclaim data stats cases.jsonl --out reports/data
 opclaim data stats cases.jsonl --out reports/data --tokenizer models/smollm2-135m""", stats)
     st.add_argument("file")
+    st.add_argument("--allow-unknown-icd", action="store_true", default=None,
+                    help="accept ICD-10-CM codes missing from the shipped release")
     st.add_argument("--out", required=True)
     st.add_argument("--tokenizer", help="count tokens with this local tokenizer folder")
     golden.register(ds)  # `data golden-check` lives in opclaim/commands/golden.py
@@ -75,7 +82,7 @@ def synth(args):
         cases = generate_cases(args.n, seed=args.seed, style=args.style, length=args.length, id_prefix=prefix,
                                services=services)
     except ValueError as e:
-        raise InputError(str(e), field="--services") from None
+        raise InputError(str(e), field="--services", from_command_line=True) from None
     write_cases(args.out, cases)
     print(f"wrote {len(cases)} {args.style} cases to {args.out}")
 
@@ -94,22 +101,32 @@ def validate(args):
 
     from opclaim import ingest
     from opclaim.codes import modifier_table
-    from opclaim.io import atomic_write, write_cases
+    from opclaim.io import atomic_write, json_line, write_cases
 
-    mapping = ingest.load_mapping(args.columns, args.map)
-    max_tokens = args.max_tokens if args.max_tokens is not None else ingest.DEFAULT_MAX_TOKENS
-    if max_tokens < 1:
-        raise InputError("must be at least 1", field="--max-tokens")
-    report = ingest.validate(args.file, fmt=args.format, mapping=mapping, max_tokens=max_tokens,
-                             tokenizer=_tokenizer(args.tokenizer),
-                             modifiers=set(modifier_table(args.modifiers)) if args.modifiers else None)
-    rejects_path = Path(args.rejects or f"{args.file}.rejects.jsonl")
+    rejects_path = Path(args.rejects or f"{str(args.file).rstrip('/')}.rejects.jsonl")
+    if rejects_path.resolve() == Path(args.file).resolve():
+        raise InputError("the rejects file would overwrite the input", field="--rejects")
+    try:
+        mapping = ingest.load_mapping(args.columns, args.map)
+        max_tokens = args.max_tokens if args.max_tokens is not None else ingest.DEFAULT_MAX_TOKENS
+        if max_tokens < 1:
+            raise InputError("must be at least 1", field="--max-tokens")
+        report = ingest.validate(args.file, fmt=args.format, mapping=mapping, max_tokens=max_tokens,
+                                 tokenizer=_tokenizer(args.tokenizer),
+                                 modifiers=set(modifier_table(args.modifiers)) if args.modifiers else None,
+                                 allow_unknown_icd=args.allow_unknown_icd)
+    except InputError:
+        # The run stopped before any record was judged: a rejects file from an earlier run must
+        # not stand as this run's result.
+        if rejects_path.is_file():
+            rejects_path.unlink()
+        raise
     rows = ingest.reject_rows(report)
     # Rejected records carry note text: owner-only, atomic. Written even when empty, so a
     # stale rejects file from an earlier run never lingers.
     with atomic_write(rejects_path, private=True) as fh:
         for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+            fh.write(json_line(r))
     for r in rows[:50]:
         where = f"{report.file}:{r['line']}"
         fld = f", field '{r['field']}'" if r["field"] else ""
@@ -129,6 +146,8 @@ def validate(args):
         print(f"  defect {k}: {n}")
     for k, n in summary["cleanup"].items():
         print(f"  cleanup {k}: {n} ({ingest.RULES[k]})")
+    for k, n in summary["unknown_fields"].items():
+        print(f"  unknown field {k}: {n} record(s) (kept under 'extra')")
     print(f"rejects: {rejects_path}" + (f"  cleaned cases: {args.out}" if args.out else ""))
     if report.rejected and not args.allow_rejects:
         sys.stderr.write(f"opclaim data validate: {len(report.rejected)} record(s) rejected "
@@ -149,7 +168,7 @@ def split(args):
             raise ValueError
     except ValueError:
         raise InputError(f"expects three non-negative numbers like 60,20,20, got {args.ratios!r}", field="--ratios") from None
-    cases = read_cases(args.file)
+    cases = read_cases(args.file, allow_unknown_icd=args.allow_unknown_icd)
     parts = splitter.split_cases(cases, seed=args.seed, ratios=ratios)
     out = Path(args.out)
     for name, cs in parts.items():
@@ -166,7 +185,7 @@ def stats(args):
     from opclaim import stats as st
     from opclaim.io import read_cases
 
-    cases = read_cases(args.file)
+    cases = read_cases(args.file, allow_unknown_icd=args.allow_unknown_icd)
     s = st.write(cases, args.out, source=args.file, tokenizer=_tokenizer(args.tokenizer))
     print(f"{s['cases']} cases, note tokens median {s['note_tokens']['median']}, "
           f"{s['distinct_icd10']} ICD-10-CM / {s['distinct_cpt']} CPT codes -> {args.out}/index.html")
