@@ -137,8 +137,9 @@ def main(args) -> int:
     from opclaim.serve.decisions import CodeRules
 
     store = Store(args.db, store_notes=args.store_notes)  # bad --db fails before the model loads
-    from opclaim.codes import load_code_list, modifier_table
+    from opclaim.codes import icd10_billable, load_code_list, modifier_table
 
+    icd10_billable()  # build the 74k-code set now, not inside the first decision
     rules = CodeRules(load_code_list(args.cpt_ref) if args.cpt_ref else None, modifier_table(args.modifiers))
     bundle_dir = None
     model, adapter = args.model, args.adapter

@@ -355,7 +355,7 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         return case_view(c, await suggest_case(case_id), user)
 
     @app.post(f"{API}/cases/{{case_id}}/decision", tags=["cases"], status_code=201)
-    async def decide(case_id: int, body: DecisionIn, request: Request, user: dict = Depends(auth)):
+    def decide(case_id: int, body: DecisionIn, request: Request, user: dict = Depends(auth)):
         key = body.client_key or request.headers.get("idempotency-key") or None
         if key:
             prior = store.decision_by_key(key)
@@ -368,8 +368,7 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
             raise Fail(404, "not found")
         sug = store.latest_suggestion(case_id)
         items, claim = final_claim([i.model_dump(exclude_none=True) for i in body.items], sug, settings.rules)
-        if body.final_claim is not None:
-            claim = settings.rules.claim(body.final_claim)
+        claim = settings.rules.claim(body.final_claim if body.final_claim is not None else claim)
         try:
             d = store.add_decision(case_id, user["id"], items, claim, suggestion_id=sug["id"] if sug else None,
                                    amends_id=body.amends, model=sug["model"] if sug else engine.model_id,

@@ -141,7 +141,11 @@ class Store:
         class _T:
             def __enter__(self):
                 store.lock.acquire()
-                store.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    store.conn.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    store.lock.release()
+                    raise
                 return store.conn
 
             def __exit__(self, et, ev, tb):
