@@ -120,7 +120,7 @@ class Browser:
             os.dup2(from_w, 4)
 
         self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                     preexec_fn=fds, pass_fds=(to_r, from_w), stdout=subprocess.DEVNULL,
+                                     preexec_fn=fds, pass_fds=(3, 4, to_r, from_w), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         os.close(to_r)
         os.close(from_w)

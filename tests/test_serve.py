@@ -239,6 +239,8 @@ def test_csrf_needed_for_cookie_authenticated_changes(srv):
     # a cross-site sign-in is refused
     assert httpx.post(srv.url + "/login", data={"token": srv.tokens["coder"]},
                       headers={"Origin": "http://evil.example"}).status_code == 403
+    assert httpx.post(srv.url + "/login", data={"token": srv.tokens["coder"]},
+                      headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
 
 
 def test_metrics_count_without_note_text(srv):

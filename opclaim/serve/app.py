@@ -212,7 +212,7 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         response.headers["X-Request-ID"] = rid
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Frame-Options"] = "DENY"
         return response
 
@@ -447,8 +447,11 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         return s
 
     def same_origin(request) -> bool:
-        origin = request.headers.get("origin")  # browsers send it on a form POST
-        return origin is None or origin.split("://", 1)[-1] == request.headers.get("host")
+        site = request.headers.get("sec-fetch-site")  # what the browser says about the initiator
+        if site is not None and site not in ("same-origin", "none"):
+            return False
+        origin = request.headers.get("origin")
+        return origin in (None, "null") or origin.split("://", 1)[-1] == request.headers.get("host")
 
     @app.get("/", include_in_schema=False)
     def home(request: Request):

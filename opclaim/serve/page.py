@@ -100,7 +100,7 @@ def _layout(title: str, body: str, nonce: str, *, csrf: str | None = None, user:
                '<button type="submit">log out</button></form></header>')
     js = f'<script nonce="{nonce}">{script}</script>' if script else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'<meta name="referrer" content="no-referrer">{head_csrf}<style nonce="{nonce}">{CSS}</style></head>'
+            f'<meta name="referrer" content="same-origin">{head_csrf}<style nonce="{nonce}">{CSS}</style></head>'
             f'<body>{bar}<main>{body}</main>{js}</body></html>')
 
 
