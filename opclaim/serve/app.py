@@ -127,6 +127,7 @@ class CodeRow(BaseModel):
 
 class SuggestOut(BaseModel):
     claim: dict
+    output: str  # the model's text, as `opclaim infer` writes it (response body only, never logged)
     codes: list[CodeRow]
     flags: list[str]
     model: str
@@ -316,7 +317,7 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
     @app.post(f"{API}/suggest", tags=["suggest"], response_model=SuggestOut)
     async def suggest(body: SuggestIn, request: Request, user: dict = Depends(auth)):
         s = await suggest_note(body.note)
-        return {"claim": s.claim, "codes": s.codes, "flags": s.flags, "model": engine.model_id,
+        return {"claim": s.claim, "output": s.output, "codes": s.codes, "flags": s.flags, "model": engine.model_id,
                 "bundle_digest": engine.bundle_digest, "latency_s": s.latency_s, "batch_size": s.batch_size,
                 "request_id": request.state.rid}
 
