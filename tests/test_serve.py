@@ -94,6 +94,42 @@ def test_suggest_returns_claim_codes_model_and_digest(srv):
     assert bad.status_code == 422 and bad.json()["field"] == "note" and CANARY not in bad.text
 
 
+def test_concurrent_suggestions_share_a_batch(srv):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        return httpx.post(srv.url + "/v1/suggest", headers=H(srv), timeout=180,
+                          json={"note": f"Note {i}: hernia repair. {CANARY}"}).json()
+
+    with ThreadPoolExecutor(4) as ex:
+        out = list(ex.map(one, range(4)))
+    assert max(o["batch_size"] for o in out) > 1, [o["batch_size"] for o in out]
+
+
+def test_disabled_user_is_refused(srv):
+    tok = add_user(srv.db, "temp", "coder")
+    assert httpx.get(srv.url + "/v1/cases", headers={"Authorization": f"Bearer {tok}"}).status_code == 200
+    r = run_serve("user", "disable", "temp", "--db", srv.db)
+    assert r.returncode == 0, r.stderr
+    assert httpx.get(srv.url + "/v1/cases", headers={"Authorization": f"Bearer {tok}"}).status_code == 401
+    assert run_serve("user", "add", "temp", "--role", "coder", "--db", srv.db).returncode == 2  # name taken
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    from opclaim.errors import InputError
+    from opclaim.serve.db import SCHEMA_VERSION, Store
+
+    Store(tmp_path / "s.db").close()
+    con = sqlite3.connect(tmp_path / "s.db")
+    con.execute("INSERT INTO schema_version VALUES (?, 'later')", (SCHEMA_VERSION + 1,))
+    con.commit()
+    con.close()
+    with pytest.raises(InputError, match="newer than this opclaim"):
+        Store(tmp_path / "s.db")
+    with pytest.raises(InputError, match="only SQLite"):
+        Store("postgresql://db.internal/opclaim")
+
+
 def test_enqueue_validates_like_data_validate(srv):
     lines = [json.dumps({"id": "q-1", "note": f"Queued note {CANARY}", "service": "general"}),
              json.dumps({"id": "q-2", "note": "Second", "claim": CLAIM}),
@@ -255,6 +291,7 @@ def test_metrics_count_without_note_text(srv):
 def test_failed_logins_are_rate_limited(srv):
     import time
 
+    time.sleep(3.2)  # earlier tests' failures age out of the 3-second window
     codes = [httpx.get(srv.url + "/v1/cases", headers={"Authorization": "Bearer ocl_wrong"}).status_code
              for _ in range(7)]
     assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]

@@ -46,6 +46,10 @@ def register(subs) -> None:
     ua.add_argument("name", metavar="NAME")
     ua.add_argument("--role", choices=["coder", "admin"], required=True)
     ua.add_argument("--db", required=True)
+    ud = verb(us, "disable", "revoke a user's token (the user row stays: decisions point at it)",
+              "opclaim serve user disable alice --db serve.db", user_disable)
+    ud.add_argument("name", metavar="NAME")
+    ud.add_argument("--db", required=True)
     ex = verb(ss, "export", "write coder-final claims as training cases, plus an agreement report",
               "opclaim serve export --db serve.db --out cases.jsonl", export_main)
     ex.add_argument("--db", required=True)
@@ -59,6 +63,14 @@ def user_add(args) -> int:
     token = store.add_user(args.name, args.role)
     print(token)
     sys.stderr.write(f"added {args.role} {args.name}; the token above is shown once and stored only as a hash\n")
+    return 0
+
+
+def user_disable(args) -> int:
+    from opclaim.serve.db import Store
+
+    Store(args.db).disable_user(args.name)
+    print(f"disabled {args.name}")
     return 0
 
 

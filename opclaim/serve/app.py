@@ -226,7 +226,9 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         if not sid:
             return None
         s = sessions.get(_h(sid))
-        if s is None or s["expires"] < time.time():
+        live = s is not None and s["expires"] >= time.time() and store.query(
+            "SELECT 1 FROM users WHERE id = ? AND disabled = 0", (s["user"]["id"],))
+        if not live:  # expired, or the user was disabled since signing in
             sessions.pop(_h(sid), None)
             return None
         return s

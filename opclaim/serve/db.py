@@ -128,11 +128,11 @@ class Store:
         self.conn.row_factory = sqlite3.Row
         for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=FULL", "busy_timeout=5000"):
             self.conn.execute(f"PRAGMA {pragma}")
-        for side in ("-wal", "-shm"):  # WAL files hold the same data
+        self.migrate()
+        for side in ("-wal", "-shm"):  # WAL files hold the same data (SQLite copies the mode; make sure)
             p = self.path.with_name(self.path.name + side)
             if p.exists():
                 os.chmod(p, 0o600)
-        self.migrate()
 
     # ------------------------------------------------------------ plumbing
     def _tx(self):
@@ -199,6 +199,11 @@ class Store:
         except sqlite3.IntegrityError:
             raise InputError("a user of that name exists", field="NAME") from None
         return token
+
+    def disable_user(self, name: str) -> None:
+        with self._tx() as c:
+            if c.execute("UPDATE users SET disabled = 1 WHERE name = ?", (name,)).rowcount != 1:
+                raise InputError("no such user", field="NAME")
 
     def user_for_token(self, token: str) -> dict | None:
         h = hash_token(token)
