@@ -26,6 +26,11 @@ def register(subs) -> None:
     src.add_argument("--rag-index", help="index folder from `opclaim rag build` (implies --mode rag)")
     src.add_argument("--max-new-tokens", type=int, default=512, help="study: 512")
     src.add_argument("--threads", type=int, help="torch CPU threads")
+    src.add_argument("--constrain", action="store_true",
+                     help="decode with the claim grammar (as `opclaim infer --constrain`): only listed codes")
+    src.add_argument("--icd-ref", help="with --constrain: ICD-10-CM list instead of all billable CMS codes")
+    src.add_argument("--cpt-from", help="with --constrain: cases file whose CPT codes are allowed")
+    src.add_argument("--grammar-cache", help="folder for compiled grammars (default ~/.cache/opclaim/grammars)")
     p.add_argument("--db", default="opclaim-serve.db", help="SQLite file (created 0600) or sqlite:///FILE")
     p.add_argument("--store-notes", action="store_true",
                    help="keep note text in the database (needed for export); default: in memory until decided")
@@ -172,7 +177,9 @@ def main(args) -> int:
     from opclaim.serve.engine import load_engine
 
     engine = load_engine(model, adapter, mode=args.mode, rag_index=args.rag_index,
-                         max_new_tokens=args.max_new_tokens, bundle_dir=bundle_dir)
+                         max_new_tokens=args.max_new_tokens, bundle_dir=bundle_dir,
+                         constrain={"icd_ref": args.icd_ref, "cpt_ref": args.cpt_ref, "cpt_from": args.cpt_from,
+                                    "mod_ref": args.modifiers, "cache": args.grammar_cache} if args.constrain else None)
     app_holder = {}
     batcher = Batcher(engine.generate, max_batch=args.max_batch, window_s=args.batch_window_ms / 1000,
                       on_batch=lambda n: app_holder["app"].state.metrics.batch.observe(n))

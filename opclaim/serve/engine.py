@@ -74,7 +74,9 @@ class Engine:
 
     def __init__(self, model_dir: str | Path, adapter: str | Path | None = None, *, mode: str = "finetuned",
                  rag_index: str | Path | None = None, k: int = 2, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 bundle_dir: str | Path | None = None):
+                 bundle_dir: str | Path | None = None, constrain: dict | None = None):
+        """`constrain`: {"icd_ref", "cpt_ref", "cpt_from", "mod_ref", "cache"} (values may be None) to
+        decode with infer.constrain's claim grammar, as `opclaim infer --constrain`."""
         from infer import generate
 
         if mode == "rag" and not rag_index:
@@ -92,7 +94,17 @@ class Engine:
             f"+adapter:{info['adapter_fingerprint']}" if info.get("adapter_fingerprint") else "")
         self.bundle_digest = bundle_digest(bundle_dir)
         self.context = self.loaded.context
-        self._engine = generate.HFEngine(self.loaded)
+        grammar = None
+        if constrain is not None:
+            from infer import constrain as cg
+
+            lists = cg.code_lists(constrain.get("icd_ref"), constrain.get("cpt_ref"), constrain.get("cpt_from"),
+                                  constrain.get("mod_ref"))
+            cache = constrain.get("cache")
+            grammar = cg.for_model(self.loaded, lists, cache=Path(cache) if cache else None)
+            self.model_id += f"+grammar:{grammar.key[-16:]}"
+        self.constrained = grammar is not None
+        self._engine = generate.HFEngine(self.loaded, grammar=grammar)
 
     def render(self, notes: list[str]) -> list[str]:
         import prompts
@@ -118,6 +130,8 @@ class Engine:
             budget = min(self.max_new_tokens, self.context - longest) if self.context else self.max_new_tokens
             gen, cut = self._engine.generate([texts[i] for i in ok], budget)
             for i, t, c in zip(ok, gen, cut, strict=True):
+                if c and self.constrained:
+                    t = g.trim_incomplete(t)  # never half a code
                 flags = ([g.FLAG_TRUNCATED] if c else []) + ([g.FLAG_CAPPED] if budget < self.max_new_tokens else [])
                 outs[i] = (t, flags)
         latency = round(time.perf_counter() - t0, 4)

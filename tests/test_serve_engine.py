@@ -1,0 +1,37 @@
+"""The serve engine adapter in process: the tiny Phi-3, plain and grammar-constrained, and the
+claim rows it builds from an output."""
+
+import prompts
+from opclaim.claim import Claim
+from opclaim.serve.engine import Engine, claim_from_output
+
+CLAIM = {"icd10": ["K80.20", "K80.2"], "providers": [
+    {"name": "Dr. A", "lines": [{"cpt": "47562", "modifiers": ["80", "59"]}]},
+    {"name": "Dr. B", "role": "assistant", "lines": [{"cpt": "47562", "modifiers": ["80"]}]}]}
+
+
+def test_claim_rows_from_an_output():
+    claim, rows = claim_from_output(prompts.target(Claim.from_dict(CLAIM), "phi3"))
+    assert claim["icd10"] == ["K80.20", "K80.2"]
+    icd = {r["code"]: r for r in rows if r["system"] == "icd10"}
+    assert icd["K80.20"]["valid"] and not icd["K80.2"]["valid"]  # parses, but not billable: shown, flagged
+    assert icd["K80.20"]["description"] and all(r["confidence"] is None and r["evidence"] is None for r in rows)
+    assert [(r["provider"], r["modifiers"]) for r in rows if r["system"] == "cpt"] == [
+        ("Dr. A", ["80", "59"]), ("Dr. B", ["80"])]
+    assert claim_from_output("") == ({"icd10": [], "providers": []}, [])
+
+
+def test_engine_batches_and_constrains(tiny_phi3_dir, tmp_path):
+    notes = ["Lap chole for calculus.", "A much longer note about an inguinal hernia repair with mesh, " * 3]
+    plain = Engine(tiny_phi3_dir, max_new_tokens=6)
+    one = [plain.generate([n])[0].output for n in notes]
+    both = plain.generate(notes)
+    assert [s.output for s in both] == one and both[0].batch_size == 2  # batching changes nothing
+    (tmp_path / "icd.txt").write_text("K80.20\nK40.90\n")
+    (tmp_path / "cpt.txt").write_text("47562\n49505\n")
+    con = Engine(tiny_phi3_dir, max_new_tokens=24, constrain={
+        "icd_ref": tmp_path / "icd.txt", "cpt_ref": tmp_path / "cpt.txt", "cache": tmp_path / "gc"})
+    assert "+grammar:" in con.model_id
+    for s in con.generate(notes):
+        assert s.output.startswith("<|placeholder2|>ICD-10-CM Diagnoses:\n")
+        assert set(s.claim["icd10"]) <= {"K80.20", "K40.90"}
