@@ -6,7 +6,7 @@ from opclaim.claim import Claim
 from opclaim.serve.engine import Engine, claim_from_output
 
 CLAIM = {"icd10": ["K80.20", "K80.2"], "providers": [
-    {"name": "Dr. A", "lines": [{"cpt": "47562", "modifiers": ["80", "59"]}]},
+    {"name": "Dr. A", "lines": [{"cpt": "47562", "modifiers": ["80", "59"], "description": "Lap chole"}]},
     {"name": "Dr. B", "role": "assistant", "lines": [{"cpt": "47562", "modifiers": ["80"]}]}]}
 
 
@@ -18,6 +18,7 @@ def test_claim_rows_from_an_output():
     assert icd["K80.20"]["description"] and all(r["confidence"] is None and r["evidence"] is None for r in rows)
     assert [(r["provider"], r["modifiers"]) for r in rows if r["system"] == "cpt"] == [
         ("Dr. A", ["80", "59"]), ("Dr. B", ["80"])]
+    assert next(r for r in rows if r["system"] == "cpt")["description"] == "Lap chole"
     assert claim_from_output("") == ({"icd10": [], "providers": []}, [])
 
 
@@ -35,3 +36,21 @@ def test_engine_batches_and_constrains(tiny_phi3_dir, tmp_path):
     for s in con.generate(notes):
         assert s.output.startswith("<|placeholder2|>ICD-10-CM Diagnoses:\n")
         assert set(s.claim["icd10"]) <= {"K80.20", "K40.90"}
+
+
+def test_decision_items_for_a_code_billed_by_two_providers():
+    from opclaim.serve.decisions import CodeRules, final_claim
+
+    claim, rows = claim_from_output(prompts.target(Claim.from_dict(CLAIM), "phi3"))
+    sug = {"codes": [r for r in rows if r["code"] != "K80.2"]}
+    items = [{"system": "icd10", "code": "K80.20", "action": "accept"},
+             {"system": "cpt", "code": "47562", "action": "accept", "provider": "Dr. B"},
+             {"system": "cpt", "code": "47562", "action": "reject"}]  # no provider: the other row
+    clean, final = final_claim(items, sug, CodeRules())
+    assert final["providers"] == [{"name": "Dr. B", "role": "surgeon", "lines": [{"cpt": "47562", "modifiers": ["80"]}]}]
+    import pytest
+
+    from opclaim.errors import InputError
+
+    with pytest.raises(InputError, match="decided twice"):
+        final_claim(items + [{"system": "cpt", "code": "47562", "action": "accept"}], sug, CodeRules())

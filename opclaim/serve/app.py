@@ -330,8 +330,10 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         raw = await request.body()
         if len(raw) > MAX_BATCH_BYTES:
             raise Fail(413, "batch too large")
-        kept, rejected, flagged = validate_batch(raw)
-        added, dups = store.add_cases(kept, user["id"])
+        from starlette.concurrency import run_in_threadpool
+
+        kept, rejected, flagged = await run_in_threadpool(validate_batch, raw)  # off the event loop
+        added, dups = await run_in_threadpool(store.add_cases, kept, user["id"])
         by_ext = {c.id: c for c in kept}
         for a in added:
             if not settings.store_notes:

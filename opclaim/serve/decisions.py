@@ -72,7 +72,8 @@ def final_claim(items: list[dict], suggestion: dict | None, rules: CodeRules) ->
 
     Every suggested code needs exactly one accept/reject/edit item; add items bring new codes."""
     rows = (suggestion or {}).get("codes") or []
-    suggested = {(r["system"], r["code"]): r for r in rows}
+    # a CPT code can be billed by two providers (surgeon and assistant): rows are keyed with the provider
+    suggested = {_key(r): r for r in rows}
     seen: set = set()
     icd: list[str] = []
     lines: dict[str, list[dict]] = {}
@@ -95,12 +96,15 @@ def final_claim(items: list[dict], suggestion: dict | None, rules: CodeRules) ->
             to, base = code, None
         else:
             code = str(it.get("code") or "").strip().upper()
-            base = suggested.get((system, code))
-            if base is None:
+            cands = [k for k in suggested if k[0] == system and k[1] == code
+                     and (system == "icd10" or it.get("provider") in (None, k[2]))]
+            if not cands:
                 raise InputError("code is not in the suggestion", field=f"{w}.code")
-            if (system, code) in seen:
+            k = next((k for k in cands if k not in seen), None)
+            if k is None:
                 raise InputError("code decided twice", field=f"{w}.code")
-            seen.add((system, code))
+            seen.add(k)
+            base = suggested[k]
             to = norm(it.get("to"), f"{w}.to") if action == "edit" else code
         item = {"system": system, "action": action, "code": code}
         if action == "edit":
@@ -115,11 +119,17 @@ def final_claim(items: list[dict], suggestion: dict | None, rules: CodeRules) ->
         elif action != "reject" and to not in icd:
             icd.append(to)
         clean.append(item)
-    missing = [f"{s}:{c}" for (s, c) in suggested if (s, c) not in seen]
+    missing = [k for k in suggested if k not in seen]
     if missing:
         raise InputError(f"{len(missing)} suggested code(s) without an accept/reject/edit item", field="items")
-    claim = {"icd10": icd, "providers": [{"name": n, "role": "surgeon", "lines": ls} for n, ls in lines.items()]}
+    # roles are not in the model's text: the first provider is the surgeon (as opclaim.claim.parse_target)
+    claim = {"icd10": icd, "providers": [{"name": n, "role": "surgeon" if i == 0 else "assistant", "lines": ls}
+                                         for i, (n, ls) in enumerate(lines.items())]}
     return clean, claim
+
+
+def _key(row: dict) -> tuple:
+    return (row["system"], row["code"], row.get("provider") if row["system"] == "cpt" else None)
 
 
 def agreement(suggested: dict | None, final: dict) -> dict:

@@ -37,6 +37,18 @@ def bundle_digest(bundle_dir: str | Path | None) -> str | None:
     return hashlib.sha256((Path(bundle_dir) / MANIFEST).read_bytes()).hexdigest()
 
 
+def _cpt_descriptions(text: str) -> dict[str, str]:
+    """CPT -> the description the model wrote, when the output is in the target format (CPT
+    descriptions are licensed: the claim is the only source here)."""
+    from opclaim.claim import parse_target
+
+    try:
+        claim = parse_target(text)
+    except InputError:
+        return {}
+    return {ln.cpt: ln.description for p in claim.providers for ln in p.lines if ln.description}
+
+
 def claim_from_output(text: str) -> tuple[dict, list[dict]]:
     """(claim dict, code rows) from one model output. Malformed codes are dropped; codes that
     parse but are not billable/known stay, marked valid=False, so the coder sees them."""
@@ -45,9 +57,11 @@ def claim_from_output(text: str) -> tuple[dict, list[dict]]:
     from opclaim.codes import icd10_description, is_billable_icd10
 
     ex = extract(text)
+    descriptions = _cpt_descriptions(text)
     providers: dict[str, list[dict]] = {}
     for prov, cpt, mods in ex.lines:
-        providers.setdefault(prov or "Unknown", []).append({"cpt": cpt, "modifiers": list(mods)})
+        providers.setdefault(prov or "Unknown", []).append(
+            {"cpt": cpt, "modifiers": list(mods), "description": descriptions.get(cpt, "")})
     raw = {"icd10": list(ex.icd10), "providers": [{"name": n, "lines": ls} for n, ls in providers.items()]}
     try:
         claim = Claim.from_dict(raw).to_dict()

@@ -52,6 +52,7 @@ JS = r"""
   function items(){ return rows().map(tr => {
       if (tr.dataset.new) return {system: tr.querySelector('select').value, action: 'add', code: tr.querySelector('input.to').value.trim()};
       const it = {system: tr.dataset.system, code: tr.dataset.code, action: tr.dataset.action || ''};
+      if (tr.dataset.provider) it.provider = tr.dataset.provider;
       if (it.action === 'edit') it.to = tr.querySelector('input.to').value.trim();
       return it; }); }
   async function submit(){
@@ -160,9 +161,11 @@ def case(nonce: str, csrf: str, user: str, c: dict, note: str | None, suggestion
         mods = "-".join(r.get("modifiers") or [])
         flag = "" if r.get("valid", True) else ' <span class="invalid">(not billable)</span>'
         trs.append(
-            f'<tr tabindex="0" data-system="{escape(r["system"])}" data-code="{escape(r["code"])}">'
+            f'<tr tabindex="0" data-system="{escape(r["system"])}" data-code="{escape(r["code"])}"'
+            f' data-provider="{escape(r.get("provider") or "")}">'
             f'<td>{escape(r["system"])}</td><td><strong>{escape(r["code"])}</strong>{("-" + escape(mods)) if mods else ""}'
-            f'{flag}<br><input class="to" hidden size="10" aria-label="replacement code"></td>'
+            f'{flag}{("<br>" + escape(r["provider"])) if r.get("provider") else ""}'
+            '<br><input class="to" hidden size="10" aria-label="replacement code"></td>'
             f'<td>{escape(desc)}</td><td>{_fmt(r.get("confidence"))}</td><td>{_fmt(r.get("route"))}</td>'
             '<td class="act"></td><td><button type="button" data-act="accept">accept</button>'
             '<button type="button" data-act="reject">reject</button>'
