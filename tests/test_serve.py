@@ -67,6 +67,12 @@ def test_401_without_token_everywhere_but_healthz(srv):
         assert r.json()["error"] == "authentication required" and CANARY not in r.text
 
 
+def test_out_of_range_case_id_is_a_422_not_an_internal_error(srv):
+    r = httpx.get(srv.url + "/v1/cases/99999999999999999999", headers=H(srv))
+    assert r.status_code == 422 and r.json()["field"] == "path.case_id"
+    assert httpx.get(srv.url + "/v1/cases/424242", headers=H(srv)).status_code == 404
+
+
 def test_403_for_a_coder_on_admin_endpoints(srv):
     assert httpx.get(srv.url + "/v1/export", headers=H(srv)).status_code == 403
     assert httpx.post(srv.url + "/v1/cases", headers=H(srv), content=b"{}").status_code == 403

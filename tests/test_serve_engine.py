@@ -54,3 +54,13 @@ def test_decision_items_for_a_code_billed_by_two_providers():
 
     with pytest.raises(InputError, match="decided twice"):
         final_claim(items + [{"system": "cpt", "code": "47562", "action": "accept"}], sug, CodeRules())
+
+
+def test_evidence_spans_are_marked_and_everything_escaped():
+    from opclaim.serve.page import highlight
+
+    note = "<b>x</b> cholelithiasis & pain"
+    rows = [{"code": "K80.20", "evidence": [{"start": 9, "end": 23}]}, {"code": "R10.9", "evidence": [{"start": 0, "end": 99}]},
+            {"code": "Z", "evidence": None}]
+    html = highlight(note, rows)
+    assert html == '&lt;b&gt;x&lt;/b&gt; <mark data-code="K80.20">cholelithiasis</mark> &amp; pain'

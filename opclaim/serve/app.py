@@ -21,8 +21,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
@@ -104,6 +106,8 @@ class Metrics:
 
 
 # ------------------------------------------------------------ models (OpenAPI)
+CaseId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]  # SQLite's INTEGER range
+
 class Patient(BaseModel):
     age: int | None = Field(None, ge=0, le=120)
     sex: str | None = Field(None, pattern="^[FMU]$")
@@ -187,7 +191,7 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
     async def _invalid(request, e: RequestValidationError):
         # FastAPI's default echoes the input (the note); only where and what kind go back
         where = [".".join(str(x) for x in err.get("loc", ()) if x != "body") for err in e.errors()]
-        return _err(request, 422, "invalid request body", ", ".join(w for w in where if w) or None)
+        return _err(request, 422, "invalid request", ", ".join(w for w in where if w) or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e):
@@ -353,14 +357,14 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         return case_view(c, await suggest_case(c["id"]), user)
 
     @app.get(f"{API}/cases/{{case_id}}", tags=["cases"])
-    async def get_case(case_id: int, user: dict = Depends(auth)):
+    async def get_case(case_id: CaseId, user: dict = Depends(auth)):
         c = store.case(case_id)
         if c is None:
             raise Fail(404, "not found")
         return case_view(c, await suggest_case(case_id), user)
 
     @app.post(f"{API}/cases/{{case_id}}/decision", tags=["cases"], status_code=201)
-    def decide(case_id: int, body: DecisionIn, request: Request, user: dict = Depends(auth)):
+    def decide(case_id: CaseId, body: DecisionIn, request: Request, user: dict = Depends(auth)):
         key = body.client_key or request.headers.get("idempotency-key") or None
         if key:
             prior = store.decision_by_key(key)
@@ -386,7 +390,7 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         return JSONResponse(d, status_code=201)
 
     @app.get(f"{API}/cases/{{case_id}}/decisions", tags=["cases"])
-    def case_decisions(case_id: int, user: dict = Depends(auth)):
+    def case_decisions(case_id: CaseId, user: dict = Depends(auth)):
         if store.case(case_id) is None:
             raise Fail(404, "not found")
         return store.decisions(case_id)
@@ -517,7 +521,7 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         return RedirectResponse(f"/cases/{c['id']}" if c else "/", status_code=303)
 
     @app.get("/cases/{case_id}", include_in_schema=False)
-    async def case_page(case_id: int, request: Request):
+    async def case_page(case_id: CaseId, request: Request):
         s = page_user(request)
         if s is None:
             return RedirectResponse("/", status_code=303)
