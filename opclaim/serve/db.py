@@ -1,0 +1,331 @@
+"""Storage: SQLite through the standard library, schema migrations versioned in code.
+
+Portability (so a site can move to PostgreSQL): every statement here is plain SQL-92 with
+`?` parameters (psycopg uses `%s`: one substitution), TEXT/INTEGER/REAL columns, JSON kept as
+TEXT, times as ISO-8601 UTC TEXT. The SQLite-specific parts are confined to `_DIALECT`:
+`INTEGER PRIMARY KEY` ids (PostgreSQL: `BIGINT GENERATED ALWAYS AS IDENTITY`), the PRAGMAs,
+and the trigger syntax that makes decisions append-only. Only SQLite is implemented in this
+build; `connect` refuses other URLs with a clear message.
+
+Tables: users (token stored as sha256), cases (note text only with store_notes), suggestions,
+decisions (append-only: an amendment is a new row whose `amends_id` names the one it amends;
+each row has user, time, model and bundle digest; `client_key` makes a retried POST idempotent).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from pathlib import Path
+
+from opclaim.errors import InputError
+
+ROLES = ("coder", "admin")
+
+_DIALECT = {"id": "INTEGER PRIMARY KEY"}
+
+# Append-only: each entry is one schema version; never edit an applied one, add the next.
+MIGRATIONS: list[list[str]] = [
+    [  # 1: the first schema
+        f"""CREATE TABLE users (
+            id {_DIALECT['id']},
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('coder', 'admin')),
+            token_sha256 TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0)""",
+        f"""CREATE TABLE cases (
+            id {_DIALECT['id']},
+            external_id TEXT NOT NULL UNIQUE,
+            service TEXT,
+            encounter_date TEXT,
+            patient TEXT,
+            note TEXT,
+            note_sha256 TEXT NOT NULL,
+            reference_claim TEXT,
+            status TEXT NOT NULL CHECK (status IN ('queued', 'suggested', 'decided')),
+            leased_by INTEGER REFERENCES users(id),
+            leased_at TEXT,
+            created_by INTEGER REFERENCES users(id),
+            created_at TEXT NOT NULL)""",
+        f"""CREATE TABLE suggestions (
+            id {_DIALECT['id']},
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            claim TEXT NOT NULL,
+            codes TEXT NOT NULL,
+            flags TEXT NOT NULL,
+            model TEXT NOT NULL,
+            bundle_digest TEXT,
+            latency_s REAL NOT NULL,
+            created_at TEXT NOT NULL)""",
+        f"""CREATE TABLE decisions (
+            id {_DIALECT['id']},
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            suggestion_id INTEGER REFERENCES suggestions(id),
+            amends_id INTEGER UNIQUE REFERENCES decisions(id),
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            items TEXT NOT NULL,
+            final_claim TEXT NOT NULL,
+            model TEXT,
+            bundle_digest TEXT,
+            client_key TEXT UNIQUE,
+            created_at TEXT NOT NULL)""",
+        "CREATE INDEX cases_status ON cases (status, id)",
+        "CREATE INDEX suggestions_case ON suggestions (case_id, id)",
+        "CREATE INDEX decisions_case ON decisions (case_id, id)",
+        # The audit trail cannot be rewritten through this database (SQLite trigger syntax).
+        """CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
+           BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END""",
+        """CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+           BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def db_path(url: str | Path) -> Path:
+    """A file path or sqlite:///path. Other database URLs are refused in this build."""
+    s = str(url)
+    if s.startswith("sqlite:///"):
+        return Path(s[len("sqlite:///"):])
+    if "://" in s:
+        raise InputError("only SQLite is implemented in this build (a file path or sqlite:///FILE); the "
+                         "schema is portable, see docs/serve.md", field="--db")
+    return Path(s)
+
+
+class DecisionConflict(Exception):
+    """The decision does not extend the case's chain (decide twice, or amend a stale row)."""
+
+
+class Store:
+    """One connection shared by the server's threads behind a lock: SQLite serialises writers
+    anyway, and it keeps transactions simple."""
+
+    def __init__(self, url: str | Path, *, store_notes: bool = False):
+        self.path = db_path(url)
+        self.store_notes = store_notes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # create owner-only before SQLite writes a byte
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(self.path, 0o600)
+        self.lock = threading.RLock()
+        self.conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=FULL", "busy_timeout=5000"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.migrate()
+        for side in ("-wal", "-shm"):  # WAL files hold the same data (SQLite copies the mode; make sure)
+            p = self.path.with_name(self.path.name + side)
+            if p.exists():
+                os.chmod(p, 0o600)
+
+    # ------------------------------------------------------------ plumbing
+    def _tx(self):
+        store = self
+
+        class _T:
+            def __enter__(self):
+                store.lock.acquire()
+                try:
+                    store.conn.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    store.lock.release()
+                    raise
+                return store.conn
+
+            def __exit__(self, et, ev, tb):
+                try:
+                    store.conn.execute("COMMIT" if et is None else "ROLLBACK")
+                finally:
+                    store.lock.release()
+                return False
+
+        return _T()
+
+    def query(self, sql: str, args=()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.conn.execute(sql, args).fetchall()
+
+    def version(self) -> int:
+        with self.lock:
+            self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
+                              "applied_at TEXT NOT NULL)")
+            row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            return int(row[0] or 0)
+
+    def migrate(self) -> int:
+        have = self.version()
+        if have > SCHEMA_VERSION:
+            raise InputError(f"database schema version {have} is newer than this opclaim ({SCHEMA_VERSION})",
+                             file=self.path)
+        for v in range(have + 1, SCHEMA_VERSION + 1):
+            with self._tx() as c:
+                for stmt in MIGRATIONS[v - 1]:
+                    c.execute(stmt)
+                c.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (v, now()))
+        return SCHEMA_VERSION
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    # ------------------------------------------------------------ users
+    def add_user(self, name: str, role: str) -> str:
+        """Create a user; returns the token (shown once, stored only as its sha256)."""
+        if role not in ROLES:
+            raise InputError(f"role must be one of {', '.join(ROLES)}", field="--role")
+        if not name or len(name) > 100 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise InputError("user name: letters, digits, '.', '-', '_' (at most 100)", field="NAME")
+        token = "ocl_" + secrets.token_urlsafe(32)
+        try:
+            with self._tx() as c:
+                c.execute("INSERT INTO users (name, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",
+                          (name, role, hash_token(token), now()))
+        except sqlite3.IntegrityError:
+            raise InputError("a user of that name exists", field="NAME") from None
+        return token
+
+    def disable_user(self, name: str) -> None:
+        with self._tx() as c:
+            if c.execute("UPDATE users SET disabled = 1 WHERE name = ?", (name,)).rowcount != 1:
+                raise InputError("no such user", field="NAME")
+
+    def user_for_token(self, token: str) -> dict | None:
+        h = hash_token(token)
+        rows = self.query("SELECT id, name, role, token_sha256 FROM users WHERE token_sha256 = ? AND disabled = 0",
+                          (h,))
+        if rows and hmac.compare_digest(rows[0]["token_sha256"], h):
+            return {"id": rows[0]["id"], "name": rows[0]["name"], "role": rows[0]["role"]}
+        return None
+
+    # ------------------------------------------------------------ cases
+    def add_cases(self, cases, user_id: int | None) -> tuple[list[dict], list[dict]]:
+        """Insert validated Case objects; (inserted [{id, external_id}], duplicates [{external_id}])."""
+        added, dups = [], []
+        with self._tx() as c:
+            for case in cases:
+                if c.execute("SELECT 1 FROM cases WHERE external_id = ?", (case.id,)).fetchone():
+                    dups.append({"external_id": case.id})
+                    continue
+                ref = case.claim.to_dict() if case.claim is not None else None
+                cur = c.execute(
+                    "INSERT INTO cases (external_id, service, encounter_date, patient, note, note_sha256, "
+                    "reference_claim, status, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    (case.id, case.service, case.date, json.dumps(getattr(case, "patient", None)),
+                     case.note if self.store_notes else None, hash_token(case.note),
+                     json.dumps(ref) if ref else None, user_id, now()))
+                added.append({"id": cur.lastrowid, "external_id": case.id})
+        return added, dups
+
+    def case(self, case_id: int) -> dict | None:
+        rows = self.query("SELECT * FROM cases WHERE id = ?", (case_id,))
+        return _case_dict(rows[0]) if rows else None
+
+    def queue(self, limit: int = 200) -> list[dict]:
+        return [_case_dict(r) for r in self.query(
+            "SELECT * FROM cases WHERE status <> 'decided' ORDER BY id LIMIT ?", (limit,))]
+
+    def queue_depth(self) -> int:
+        return int(self.query("SELECT COUNT(*) FROM cases WHERE status <> 'decided'")[0][0])
+
+    def lease_next(self, user_id: int, lease_s: int = 900) -> dict | None:
+        """The oldest undecided case nobody else holds (a lease lapses after lease_s)."""
+        cutoff = (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=lease_s)).isoformat(timespec="milliseconds")
+        with self._tx() as c:
+            row = c.execute("SELECT * FROM cases WHERE status <> 'decided' AND (leased_by IS NULL OR leased_by = ? "
+                            "OR leased_at < ?) ORDER BY id LIMIT 1", (user_id, cutoff)).fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE cases SET leased_by = ?, leased_at = ? WHERE id = ?", (user_id, now(), row["id"]))
+        return self.case(row["id"])
+
+    # ------------------------------------------------------------ suggestions
+    def add_suggestion(self, case_id: int, s, model: str, bundle_digest: str | None) -> int:
+        with self._tx() as c:
+            cur = c.execute("INSERT INTO suggestions (case_id, claim, codes, flags, model, bundle_digest, latency_s, "
+                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (case_id, json.dumps(s.claim), json.dumps(s.codes), json.dumps(s.flags), model,
+                             bundle_digest, s.latency_s, now()))
+            c.execute("UPDATE cases SET status = 'suggested' WHERE id = ? AND status = 'queued'", (case_id,))
+            return cur.lastrowid
+
+    def latest_suggestion(self, case_id: int) -> dict | None:
+        rows = self.query("SELECT * FROM suggestions WHERE case_id = ? ORDER BY id DESC LIMIT 1", (case_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return {"id": r["id"], "claim": json.loads(r["claim"]), "codes": json.loads(r["codes"]),
+                "flags": json.loads(r["flags"]), "model": r["model"], "bundle_digest": r["bundle_digest"],
+                "latency_s": r["latency_s"], "created_at": r["created_at"]}
+
+    # ------------------------------------------------------------ decisions
+    def decision_by_key(self, client_key: str) -> dict | None:
+        rows = self.query("SELECT * FROM decisions WHERE client_key = ?", (client_key,))
+        return _decision_dict(rows[0]) if rows else None
+
+    def add_decision(self, case_id: int, user_id: int, items: list, final_claim: dict, *, suggestion_id=None,
+                     amends_id=None, model=None, bundle_digest=None, client_key=None) -> dict:
+        """Append a decision. The first decision of a case has amends_id None; every later one
+        must amend the case's latest decision (else DecisionConflict)."""
+        with self._tx() as c:
+            last = c.execute("SELECT id FROM decisions WHERE case_id = ? ORDER BY id DESC LIMIT 1",
+                             (case_id,)).fetchone()
+            want = last["id"] if last else None
+            if amends_id != want:
+                raise DecisionConflict("already decided: amend the latest decision" if want is not None and
+                                       amends_id is None else "amends must name the case's latest decision")
+            cur = c.execute("INSERT INTO decisions (case_id, suggestion_id, amends_id, user_id, items, final_claim, "
+                            "model, bundle_digest, client_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (case_id, suggestion_id, amends_id, user_id, json.dumps(items), json.dumps(final_claim),
+                             model, bundle_digest, client_key, now()))
+            c.execute("UPDATE cases SET status = 'decided', leased_by = NULL WHERE id = ?", (case_id,))
+            did = cur.lastrowid
+        return self.decision(did)
+
+    def decision(self, decision_id: int) -> dict | None:
+        rows = self.query("SELECT d.*, u.name AS user_name FROM decisions d JOIN users u ON u.id = d.user_id "
+                          "WHERE d.id = ?", (decision_id,))
+        return _decision_dict(rows[0]) if rows else None
+
+    def decisions(self, case_id: int) -> list[dict]:
+        return [_decision_dict(r) for r in self.query(
+            "SELECT d.*, u.name AS user_name FROM decisions d JOIN users u ON u.id = d.user_id WHERE d.case_id = ? "
+            "ORDER BY d.id", (case_id,))]
+
+    def final_decisions(self) -> list[dict]:
+        """The latest decision of every decided case, with its case (for export)."""
+        rows = self.query(
+            "SELECT d.*, u.name AS user_name FROM decisions d JOIN users u ON u.id = d.user_id "
+            "WHERE d.id = (SELECT MAX(d2.id) FROM decisions d2 WHERE d2.case_id = d.case_id) ORDER BY d.case_id")
+        return [_decision_dict(r) for r in rows]
+
+
+def _case_dict(r) -> dict:
+    return {"id": r["id"], "external_id": r["external_id"], "service": r["service"], "date": r["encounter_date"],
+            "patient": json.loads(r["patient"]) if r["patient"] else None, "note": r["note"],
+            "note_sha256": r["note_sha256"], "status": r["status"],
+            "reference_claim": json.loads(r["reference_claim"]) if r["reference_claim"] else None,
+            "created_at": r["created_at"]}
+
+
+def _decision_dict(r) -> dict:
+    keys = r.keys()
+    return {"id": r["id"], "case_id": r["case_id"], "suggestion_id": r["suggestion_id"], "amends_id": r["amends_id"],
+            "user_id": r["user_id"], "user": r["user_name"] if "user_name" in keys else None,
+            "items": json.loads(r["items"]), "final_claim": json.loads(r["final_claim"]), "model": r["model"],
+            "bundle_digest": r["bundle_digest"], "client_key": r["client_key"], "created_at": r["created_at"]}
