@@ -18,7 +18,7 @@ setup: $(VENV)/.opclaim-python $(VENV)/.opclaim-system
 $(VENV)/.opclaim-python: setup.cfg pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q $(TORCH_SPEC)
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q -e '.[dev,serve]'
 	touch $@
 
 # Debian packages (as root) and the nltk WordNet folder inside .venv.

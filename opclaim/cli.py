@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "opclaim.commands.plan_memory",
     "infer.cli",
     "opclaim.commands.bundle",
+    "opclaim.commands.serve",
 ]
 
 

@@ -91,11 +91,11 @@ class Engine:
                  bundle_dir: str | Path | None = None, constrain: dict | None = None):
         """`constrain`: {"icd_ref", "cpt_ref", "cpt_from", "mod_ref", "cache"} (values may be None) to
         decode with infer.constrain's claim grammar, as `opclaim infer --constrain`."""
-        from infer import generate
+        from infer import engines, loading
 
         if mode == "rag" and not rag_index:
             raise InputError("rag mode needs --rag-index DIR", field="--rag-index")
-        self.loaded = generate.load(model_dir, adapter)
+        self.loaded = loading.load(model_dir, adapter)
         self.mode, self.k, self.max_new_tokens = mode, k, max_new_tokens
         self.retriever = None
         if rag_index:
@@ -118,7 +118,7 @@ class Engine:
             grammar = cg.for_model(self.loaded, lists, cache=Path(cache) if cache else None)
             self.model_id += f"+grammar:{grammar.key[-16:]}"
         self.constrained = grammar is not None
-        self._engine = generate.HFEngine(self.loaded, grammar=grammar)
+        self._engine = engines.HFEngine(self.loaded, grammar=grammar)
 
     def render(self, notes: list[str]) -> list[str]:
         import prompts
@@ -132,21 +132,21 @@ class Engine:
     def generate(self, notes: list[str]) -> list[Suggestion]:
         """One batch, as `opclaim infer` decodes it: greedy, study settings, budget capped by the
         context, too-long prompts answered empty with a flag."""
-        from infer import generate as g
+        from infer import output, run
 
         t0 = time.perf_counter()
         texts = self.render(notes)
         lengths = [self._engine.count_tokens(p) for p in texts]
         ok = [i for i, n in enumerate(lengths) if not (self.context and n >= self.context)]
-        outs = {i: ("", [g.FLAG_TOO_LONG]) for i in range(len(notes)) if i not in ok}
+        outs = {i: ("", [output.FLAG_TOO_LONG]) for i in range(len(notes)) if i not in ok}
         if ok:
             longest = max(lengths[i] for i in ok)
             budget = min(self.max_new_tokens, self.context - longest) if self.context else self.max_new_tokens
             gen, cut = self._engine.generate([texts[i] for i in ok], budget)
             for i, t, c in zip(ok, gen, cut, strict=True):
                 if c and self.constrained:
-                    t = g.trim_incomplete(t)  # never half a code
-                flags = ([g.FLAG_TRUNCATED] if c else []) + ([g.FLAG_CAPPED] if budget < self.max_new_tokens else [])
+                    t = run.trim_incomplete(t)  # never half a code
+                flags = ([output.FLAG_TRUNCATED] if c else []) + ([output.FLAG_CAPPED] if budget < self.max_new_tokens else [])
                 outs[i] = (t, flags)
         latency = round(time.perf_counter() - t0, 4)
         result = []
