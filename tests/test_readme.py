@@ -24,9 +24,21 @@ README = ROOT / "README.md"
 TEXT = README.read_text(encoding="utf-8")
 MAX_LINES = 300
 
-# Written on other branches in this round (docs/artifacts.md etc.); the README links to them.
-# A pending path that exists is checked like any other. Empty this set once they are merged.
-PENDING = {"docs/artifacts.md", "docs/cli-changes.md", "docs/limits.md", "docs/golden.md"}
+# Files that other branches of this round add (PENDING) or remove (GONE), so that the README
+# describes the merged tree. A pending path that exists is checked like any other; a gone file
+# that is still tracked may be missing from the tree. Empty both sets once the branches are merged.
+PENDING = {
+    "docs/artifacts.md", "docs/cli-changes.md", "opclaim/artifacts.py", "opclaim/exits.py",  # house
+    "opclaim/scoring.py", "opclaim/commands/train.py", "opclaim/commands/plan_memory.py",
+    "infer/run.py", "infer/loading.py", "infer/render.py", "infer/output.py",
+    "tests/test_artifacts.py", "tests/test_imports.py", "tests/test_demo.py",
+    "docs/limits.md", "tests/malformed_records.py", "tests/test_fuzz_readers.py",  # harden
+    "tests/test_redaction.py", "tests/test_checkpoint.py", "tests/test_worklist.py",
+    "docs/golden.md", "opclaim/neardup.py", "opclaim/commands/golden.py", "eval/subgroups.py",  # golden
+    "eval/headline.py", "tests/test_golden.py", "tests/test_subgroups.py", "tests/test_modelcard.py",
+    "data/golden/*.jsonl", "data/golden/README.md",  # gdata
+}
+GONE = {"infer/generate.py", "train/cli.py"}  # house: split into infer/*.py; moved to opclaim/commands/
 
 # Verbs added on other branches this round: `opclaim train` (house; until it lands, its arguments
 # are checked by the training parser it passes them to) and `data golden-check` (golden).
@@ -403,11 +415,11 @@ def test_paths_named_in_readme_exist():
 def test_tree_lists_every_tracked_file():
     entries = tree_entries(tree_block(TEXT))
     for entry in entries:
-        if entry in PENDING and not (ROOT / entry).exists():
+        if entry in PENDING and not matches(entry, TRACKED):
             continue
         assert matches(entry, TRACKED), f"README tree lists {entry}, which is not a tracked file or folder"
     files = [e for e in entries if not e.endswith("/")]
-    unlisted = [f for f in TRACKED if not any(glob_re(e).match(f) for e in files)]
+    unlisted = [f for f in TRACKED if f not in GONE and not any(glob_re(e).match(f) for e in files)]
     assert not unlisted, f"README tree does not list: {unlisted}"
 
 
