@@ -459,3 +459,26 @@ def test_links_between_readme_and_guides_resolve():
                 heads = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", dest.read_text(encoding="utf-8"),
                                                         flags=re.S | re.M), re.M)
                 assert anchor in {slug(h) for h in heads}, f"{page.name}: no heading #{anchor} in {rel}"
+
+
+# Files whose comments still cite the old out-of-repository DESIGN.md; their owners are moving the
+# citations to docs/design.md this round. Empty this set once they are gone; nothing may be added.
+LEGACY_DESIGN_REFS = {
+    "eval/__init__.py", "eval/bootstrap.py", "eval/cli.py", "eval/metrics.py", "eval/textmetrics.py",
+    "infer/constrain.py", "opclaim/claim.py", "rag/knn.py", "tests/test_metrics.py",
+    "tests/test_offline_phi.py",
+}
+
+
+def test_nothing_points_outside_the_repository_for_its_contracts():
+    pattern = re.compile(r"\.\./shared|(?<![\w/])DESIGN\.md")
+    bad = []
+    for rel in TRACKED:
+        if rel in LEGACY_DESIGN_REFS or rel == "tests/test_readme.py":
+            continue
+        try:
+            text = (ROOT / rel).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, IsADirectoryError):
+            continue
+        bad += [f"{rel}:{n}" for n, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
+    assert not bad, f"cite docs/design.md instead of DESIGN.md / ../shared: {bad}"
