@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals of mean precision and recall (DESIGN.md "Bootstrap").
+"""Bootstrap confidence intervals of mean precision and recall (docs/design.md "Bootstrap").
 
 Cases are resampled with replacement B times (seeded); the 2.5th and 97.5th percentiles of the
 resampled means are the interval. Vectorised: B x n index blocks drawn from one generator,

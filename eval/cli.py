@@ -1,4 +1,4 @@
-"""`opclaim extract` and `opclaim eval` (DESIGN.md "Command line")."""
+"""`opclaim extract` and `opclaim eval` (docs/design.md "Command line")."""
 
 from __future__ import annotations
 

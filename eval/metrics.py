@@ -1,4 +1,4 @@
-"""The study's metrics (DESIGN.md "Evaluation definitions"), per configuration.
+"""The study's metrics (docs/design.md "Evaluation definitions"), per configuration.
 
 Per case: precision = |M∩P|/|M|, recall = |M∩P|/|P| for the model's (M) and coder's (P) code
 sets; the means over cases are reported, F1 is computed from the means. Full match, pooled
@@ -122,7 +122,7 @@ def _catalog_cpt() -> tuple[dict[str, str], str] | None:
 
 def load_references(golds: list[Case], icd_ref: str | Path | None = None,
                     cpt_ref: str | Path | None = None) -> References:
-    """The lists valid/fabricated are counted against (DESIGN.md); `golds` are all gold cases."""
+    """The lists valid/fabricated are counted against (docs/design.md); `golds` are all gold cases."""
     if icd_ref:
         icd = frozenset(load_code_list(icd_ref, normalize_icd10))
         icd_name = f"user list {Path(icd_ref).name}"
@@ -249,7 +249,7 @@ def describe(system: str, code: str, refs: References) -> str:
 
 def summarize(scores: list[CaseScore], text_scores: list[tuple], refs: References, n_boot: int = 1000,
               seed: int = 0, gpu_hour_cost: float | None = None) -> tuple[dict, dict]:
-    """One metrics block (DESIGN.md / issue layout) for one configuration on one gold set, and
+    """One metrics block (docs/design.md,  issue layout) for one configuration on one gold set, and
     the resampled means behind its intervals ({"icd10.p": array, ...}, for the box plots)."""
     block: dict = {"n_cases": len(scores), "n_missing_predictions": sum(s.missing for s in scores),
                    "missing_prediction_ids": [s.id for s in scores if s.missing]}

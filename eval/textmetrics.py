@@ -1,6 +1,6 @@
 """Format fidelity: ROUGE-L, ROUGE-Lsum (rouge-score) and METEOR (nltk + WordNet 3.0).
 
-The per-case values come from the libraries' own functions, exactly as DESIGN.md defines them;
+The per-case values come from the libraries' own functions, exactly as docs/design.md defines them;
 a process pool only splits the cases into ordered chunks, so the values equal a plain loop.
 Without WordNet, METEOR is None with a reason, never computed some other way.
 """

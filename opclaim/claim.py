@@ -1,4 +1,4 @@
-"""The claim model (DESIGN.md "Records") and the target text the model learns to write.
+"""The claim model (docs/design.md "Records") and the target text the model learns to write.
 
 Case -> Claim -> Provider -> Line. Codes are normalised on construction from dicts, so
 everything downstream sees dotted upper-case ICD-10-CM, five-character CPT, two-character
@@ -59,7 +59,7 @@ class Claim:
     icd10: list[str] = field(default_factory=list)
     providers: list[Provider] = field(default_factory=list)
 
-    # --- code sets used by evaluation (DESIGN.md "Evaluation definitions")
+    # --- code sets used by evaluation (docs/design.md "Evaluation definitions")
     def icd10_set(self) -> set[str]:
         return set(self.icd10)
 
@@ -229,7 +229,7 @@ CPT_HEADER = "CPT Codes with Modifiers:"
 
 
 def render_target(claim: Claim, markers: Markers = PHI3_MARKERS) -> str:
-    """The claim as the text the model learns to write (DESIGN.md "Claim target text")."""
+    """The claim as the text the model learns to write (docs/design.md "Claim target text")."""
     rows = []
     for p in claim.providers:
         rows += [f"Provider Name: {p.name}", "Provider Billables:"]

@@ -1,4 +1,4 @@
-"""eval.metrics / bootstrap / textmetrics against independent computations of DESIGN.md's
+"""eval.metrics / bootstrap / textmetrics against independent computations of docs/design.md's
 definitions, and every input edge case (empty sets, missing predictions, duplicates, malformed
 lines, non-UTF-8, unknown ids)."""
 
@@ -64,7 +64,7 @@ PREDS = {
 
 
 def independent(gold, preds, comp):
-    """DESIGN.md's definitions written out plainly, without eval's helpers."""
+    """docs/design.md's definitions written out plainly, without eval's helpers."""
     from eval.extract import extract_codes
 
     ps, rs, full = [], [], []

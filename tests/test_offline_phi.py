@@ -20,7 +20,7 @@ from tests.conftest import VENV_BIN
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = "ZQXCANARY7731PHI"
-# The only files allowed to carry note text (DESIGN.md, PHI rules).
+# The only files allowed to carry note text (docs/design.md, PHI rules).
 PHI_ALLOWED = {"report.html", "cases.csv", "preds.jsonl", "predictions.jsonl"}
 RECIPE = "train/recipes/tiny-phi3_qlora_zero3-cpu2.yaml"
 ACCEL = "ds_configs/zero3-cpu2.yaml"

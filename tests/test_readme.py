@@ -463,11 +463,7 @@ def test_links_between_readme_and_guides_resolve():
 
 # Files whose comments still cite the old out-of-repository DESIGN.md; their owners are moving the
 # citations to docs/design.md this round. Empty this set once they are gone; nothing may be added.
-LEGACY_DESIGN_REFS = {
-    "eval/__init__.py", "eval/bootstrap.py", "eval/cli.py", "eval/metrics.py", "eval/textmetrics.py",
-    "infer/constrain.py", "opclaim/claim.py", "rag/knn.py", "tests/test_metrics.py",
-    "tests/test_offline_phi.py",
-}
+LEGACY_DESIGN_REFS: set[str] = set()
 
 
 def test_nothing_points_outside_the_repository_for_its_contracts():
