@@ -198,3 +198,53 @@ def test_evaluate_defaults_are_the_designs_1000_resamples_seed_0():
     assert {k: len(v) for k, v in run.boot.items()} == {k: 1000 for k in run.boot}
     (explicit,) = metrics.evaluate({"t": golds[:1]}, [("t", "ft", preds)], refs, n_boot=1000, seed=0, workers=1)
     assert all(np.array_equal(run.boot[k], explicit.boot[k]) for k in run.boot)
+
+
+def test_top_codes_add_up_across_cases_sort_by_count_and_keep_15():
+    golds = [case(f"c{i}", ["K80.20"], ["47562"]) for i in range(3)]
+    outs = [text(["K80.2Z"], ["47562", "00001"]), text(["K80.2Z"], []), text([], [])]
+    scores = [metrics.score_case(g, metrics.Prediction(g.id, o, "ft")) for g, o in zip(golds, outs, strict=True)]
+    refs = metrics.References(frozenset({"K80.20"}), "", frozenset({"47562"}), "", {})
+    got = metrics.top_codes(scores, refs)
+    # icd K80.20 missed 3 times, cpt 47562 twice; K80.2Z fabricated twice, 00001 once: the higher
+    # count first even where the system/code order would put it second.
+    assert [(r["system"], r["code"], r["count"]) for r in got["most_missed"]] == [
+        ("icd10", "K80.20", 3), ("cpt", "47562", 2)]
+    assert [(r["system"], r["code"], r["count"]) for r in got["most_fabricated"]] == [
+        ("icd10", "K80.2Z", 2), ("cpt", "00001", 1)]
+    many = [metrics.score_case(case("m", [], []), metrics.Prediction("m", text([], [f"{i:05d}" for i in range(20)]),
+                                                                      "ft"))]
+    assert len(metrics.top_codes(many, refs)["most_fabricated"]) == 15  # the default table length
+
+
+def _mixed():
+    golds = [case("a", ["K80.20"], ["47562"]), case("b", ["K35.80"], ["44970"]), case("c", ["R10.11"], [])]
+    outs = {"a": text(["K80.20"], ["47562"]), "b": text(["K80.20"], []), "c": text(["R10.11", "K80.20"], [])}
+    return golds, {g.id: metrics.Prediction(g.id, outs[g.id], "ft") for g in golds}
+
+
+def test_summarize_default_1000_resamples_and_its_seed_is_used():
+    golds, preds = _mixed()
+    scores = [metrics.score_case(g, preds[g.id]) for g in golds]
+    refs = metrics.load_references(golds)
+    ts = [(0.5, 0.5, 0.5)] * len(scores)
+    _, boot = metrics.summarize(scores, ts, refs)
+    assert {len(v) for v in boot.values()} == {1000}
+    arrays = {f"{c}.{k}": np.array([getattr(s, k)[c] for s in scores]) for c in metrics.COMPONENTS for k in "pr"}
+    _, boot3 = metrics.summarize(scores, ts, refs, n_boot=50, seed=3)
+    want = bootstrap.resampled_means(arrays, 50, 3)
+    assert all(np.array_equal(boot3[k], want[k]) for k in want)
+    assert not np.array_equal(want["icd10.p"], bootstrap.resampled_means(arrays, 50, 0)["icd10.p"])
+
+
+def test_evaluate_passes_its_seed_default_0_to_every_run():
+    golds, preds = _mixed()
+    refs = metrics.load_references(golds)
+    arrays_run = metrics.evaluate({"t": golds}, [("t", "ft", preds)], refs, n_boot=50, workers=1)[0]
+    assert np.array_equal(arrays_run.boot["icd10.p"], metrics.evaluate(
+        {"t": golds}, [("t", "ft", preds)], refs, n_boot=50, seed=0, workers=1)[0].boot["icd10.p"])
+    seeded = metrics.evaluate({"t": golds}, [("t", "ft", preds)], refs, n_boot=50, seed=5, workers=1)[0]
+    arrays = {f"{c}.{k}": np.array([getattr(s, k)[c] for s in seeded.scores]) for c in metrics.COMPONENTS
+              for k in "pr"}
+    assert np.array_equal(seeded.boot["icd10.p"], bootstrap.resampled_means(arrays, 50, 5)["icd10.p"])
+    assert not np.array_equal(seeded.boot["icd10.p"], arrays_run.boot["icd10.p"])
