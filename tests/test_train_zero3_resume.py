@@ -24,7 +24,7 @@ from tests.train_helpers import make_cases
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 RECIPE = "train/recipes/tiny-phi3_qlora_zero3-cpu2.yaml"
-STEPS, SAVE = 12, 4
+STEPS, SAVE = 12, 3  # 2 steps per epoch (16 cases, 4 per rank): step 3 is mid-epoch, so resume must skip data
 ATOL = 1e-5
 
 
@@ -41,8 +41,29 @@ def _run(cmd, env):
     return res
 
 
-def _start(cmd, env, log):
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+@pytest.fixture
+def launch():
+    """Start a 2-rank run; whatever of it is still alive when the test ends (a failed assert, a
+    hang) is SIGKILLed, ranks included, so a failing test does not leave ranks training."""
+    import psutil
+
+    started = []
+
+    def start(cmd, env, log):
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                                start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            proc.wait(timeout=60)
 
 
 def _wait_for(path, proc, timeout=400):
@@ -119,11 +140,11 @@ def setup(tiny_phi3_dir, tmp_path_factory):
     return tiny_phi3_dir, tmp / "train.jsonl", ref, env
 
 
-def test_zero3_sigkill_then_resume_equals_uninterrupted(setup, tmp_path):
+def test_zero3_sigkill_then_resume_equals_uninterrupted(setup, tmp_path, launch):
     model, train, ref, env = setup
     out = tmp_path / "out"
     with open(tmp_path / "killed.log", "w") as log:
-        proc = _start(_cmd(model, train, out), env, log)
+        proc = launch(_cmd(model, train, out), env, log)
         _wait_for(out / f"checkpoint-{SAVE}" / "opclaim_complete.json", proc)
         _kill_all(proc)
     assert not (out / "opclaim_run.json").exists(), "killed too late: the run had finished"
@@ -131,13 +152,13 @@ def test_zero3_sigkill_then_resume_equals_uninterrupted(setup, tmp_path):
     _resume_and_check(model, train, out, ref, env, f"checkpoint-{done[-1]}")
 
 
-def test_zero3_sigterm_on_one_rank_stops_both_at_one_checkpoint_then_resumes(setup, tmp_path):
+def test_zero3_sigterm_on_one_rank_stops_both_at_one_checkpoint_then_resumes(setup, tmp_path, launch):
     from train.checkpoint import newest_complete
 
     model, train, ref, env = setup
     out = tmp_path / "out"
     with open(tmp_path / "stopped.log", "w") as log:
-        proc = _start(_cmd(model, train, out), env, log)
+        proc = launch(_cmd(model, train, out), env, log)
         _wait_for(out / f"checkpoint-{SAVE}" / "opclaim_complete.json", proc)
         ranks = _ranks(proc)
         assert sorted(ranks) == [0, 1], ranks
