@@ -2,7 +2,6 @@
 constrained run has zero fabricated codes as counted by `opclaim eval`."""
 
 import json
-import time
 
 import pytest
 
@@ -164,9 +163,8 @@ def test_full_icd10_grammar_compiles(tiny_phi3_dir, tmp_path):
     loaded = loading.load(tiny_phi3_dir)
     lists = constrain.CodeLists(sorted(icd10_billable()), CPT, sorted(MODIFIERS), {})
     assert len(lists.icd10) == len(icd10_billable()) > 70_000  # 74,719 in simple-icd-10-cm 1.5
-    t0 = time.perf_counter()
     g = constrain.for_model(loaded, lists, cache=tmp_path)
-    assert not g.cached and time.perf_counter() - t0 < 600
+    assert not g.cached  # how long it takes is bench/bench_constrain.py's "grammar compile (first)"
     again = constrain.for_model(loaded, lists, cache=tmp_path)
     assert again.cached
     good = prompts.target(CLAIM, loaded.fmt).replace("K80.20", "S52.521A")

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from opclaim.io import write_cases
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tests.test_infer import make_cases
 
 
@@ -25,7 +25,7 @@ def test_two_ranks_equal_one_process(tiny_phi3_dir, tmp_path, cli_env):
             "--batch-size", "2", "--max-new-tokens", "16", "--no-progress"]
     assert main(["infer", *args, "--out", str(tmp_path / "one.jsonl")]) == 0
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "ds_configs/ddp-cpu2.yaml",
-           "--main_process_port", "29541", "-m", "infer", *args, "--out", str(tmp_path / "two.jsonl")]
+           "--main_process_port", str(free_port()), "-m", "infer", *args, "--out", str(tmp_path / "two.jsonl")]
     res = subprocess.run(cmd, cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     one, two = _rows(tmp_path / "one.jsonl"), _rows(tmp_path / "two.jsonl")

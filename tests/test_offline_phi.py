@@ -143,8 +143,10 @@ def test_pipeline_completes_offline(offline_run):
     run = json.loads((offline_run["adapter"] / "opclaim_run.json").read_text())
     assert run["global_step"] == 6
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    assert metrics
     n_test = len(read_cases(offline_run["base"] / "split/test.jsonl"))
+    (block,) = metrics["configs"].values()
+    assert block["n_cases"] == n_test and block["n_missing_predictions"] == 0
+    assert all(0.0 <= block[c]["f1"] <= 1.0 for c in ("icd10", "cpt", "modifier"))
     assert len((out / "preds.jsonl").read_text().splitlines()) == n_test
     assert (out / "eval" / "report.html").is_file() and (out / "eval" / "cases.csv").is_file()
 

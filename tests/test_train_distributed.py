@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tests.train_helpers import make_cases
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -18,7 +18,7 @@ def test_zero3_qlora_two_ranks(tmp_path, tiny_phi3_dir, cli_env):
     write_cases(tmp_path / "train.jsonl", make_cases(20, seed=0))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "ds_configs/zero3-cpu2.yaml",
-           "--main_process_port", "29531", "-m", "train",
+           "--main_process_port", str(free_port()), "-m", "train",
            "--config", "train/recipes/tiny-phi3_qlora_zero3-cpu2.yaml",
            "--model_name_or_path", str(tiny_phi3_dir), "--train_file", str(tmp_path / "train.jsonl"),
            "--output_dir", str(out)]
