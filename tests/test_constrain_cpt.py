@@ -62,7 +62,7 @@ class NudgedGrammar:
 
 @pytest.fixture(scope="module")
 def setup(tiny_phi3_dir, tmp_path_factory):
-    from infer import generate
+    from tests import infer_api as generate
 
     tmp = tmp_path_factory.mktemp("cpt")
     cases = make_cases(4)
@@ -77,8 +77,8 @@ def setup(tiny_phi3_dir, tmp_path_factory):
 
 
 def _run_and_score(setup, name, grammar):
-    from infer import generate
     from opclaim.cli import main
+    from tests import infer_api as generate
 
     tmp, cases, loaded, targets = setup
     engine = generate.HFEngine(loaded, grammar=NudgedGrammar(targets, grammar))

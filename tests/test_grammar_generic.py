@@ -59,7 +59,7 @@ def generic_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(generic_dir):
-    from infer import generate
+    from tests import infer_api as generate
 
     loaded = generate.load(generic_dir)
     assert loaded.fmt.name == "generic"  # what the demo model gets
@@ -98,8 +98,8 @@ def test_generic_grammar_compiles_and_admits_only_listed_codes(loaded, grammar):
 def test_decoding_with_the_generic_grammar_writes_parseable_claims(loaded, grammar):
     """A random model, held to the grammar, writes claim text the strict claim parser reads back,
     every code from the lists; the row-dropping loop and HF generate() agree."""
-    from infer import generate
     from opclaim.claim import parse_target
+    from tests import infer_api as generate
 
     prompts_text = generate.build_prompts(make_cases(3), "finetuned", loaded)
     out = {d: generate.generate_batch(loaded, prompts_text, max_new_tokens=160, processor_factory=grammar.processor,

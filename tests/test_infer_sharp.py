@@ -25,7 +25,7 @@ def sharp(tiny_phi3_dir, tmp_path_factory):
     """The tiny Phi-3 with q/k projections scaled, saved as a model folder and loaded as infer does."""
     from transformers import Phi3ForCausalLM
 
-    from infer import generate
+    from tests import infer_api as generate
 
     out = tmp_path_factory.mktemp("sharp") / "model"
     shutil.copytree(tiny_phi3_dir, out)
@@ -52,7 +52,7 @@ class Recorder:
 
 
 def _run(loaded, prompts_text, decoder, max_new_tokens):
-    from infer import generate
+    from tests import infer_api as generate
 
     rec = []
 
@@ -66,7 +66,7 @@ def _run(loaded, prompts_text, decoder, max_new_tokens):
 
 
 def _prompts(loaded, n):
-    from infer import generate
+    from tests import infer_api as generate
 
     texts = generate.build_prompts(make_cases(n), "finetuned", loaded)
     lengths = [len(loaded.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
