@@ -11,7 +11,7 @@ DEB_PACKAGES := slurm-wlm munge wordnet-base wordnet-sense-index chromium
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint mutate clean
 
 setup: $(VENV)/.opclaim-python $(VENV)/.opclaim-system
 
@@ -44,6 +44,11 @@ BENCH_MODEL := runs/models/smollm2-135m
 bench: setup
 	test -f $(BENCH_MODEL)/config.json || $(VPY) -m opclaim models pull smollm2-135m --out $(BENCH_MODEL)
 	$(VPY) -m bench
+
+# Mutation testing (slow, not in CI): mutants of a core module against its tests; report in docs/mutation.md.
+mutate: setup
+	$(VPY) -c "import mutmut" 2>/dev/null || $(VPY) -m pip install -q 'mutmut>=3.8,<4'
+	$(VPY) tools/mutate.py eval/metrics.py --tests tests/test_metrics.py --tests tests/test_metrics_contract.py
 
 lint: setup
 	$(VPY) -m ruff check .

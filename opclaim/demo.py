@@ -39,8 +39,8 @@ SET_LABELS = {GOLDEN: "golden (hand-written)"}
 
 
 class Demo:
-    def __init__(self, cfg: dict, fresh: bool = False):
-        self.cfg = cfg
+    def __init__(self, cfg: dict, fresh: bool = False, config_name: str = "demo.yaml"):
+        self.cfg, self.config_name = cfg, config_name
         self.out = Path(cfg["out"])
         if fresh and self.out.exists():
             shutil.rmtree(self.out)
@@ -293,12 +293,52 @@ class Demo:
         table = self.headline()
         total = time.perf_counter() - self.t0
         print("\n" + table)
+        self.write_table(table, total)
         print(f"\nreport: {self.p('report', 'report.html')}   worklist: {self.p('report', 'cases.csv')}")
         print(f"model card: {self.p('adapter', 'README.md')}   wall time: {total / 60:.1f} min")
         (self.p("timings.json")).write_text(json.dumps(
             {"total_s": round(total, 1), "ran": self.ran,
              "steps": [{"step": n, "seconds": round(s, 1), "skipped": k} for n, s, k in self.timings]},
             indent=2) + "\n")
+
+
+    def write_table(self, table: str, total_s: float) -> Path:
+        """runs/demo/table.md: the printed table with when, from what and how it was made; the
+        README's demo table is this file spliced in (`--readme`), never copied by hand."""
+        d = self.cfg["data"]
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    cwd=Path(__file__).resolve().parent.parent, timeout=10).stdout.strip()
+        except OSError:
+            commit = ""
+        sizes = f"test and {d['cross_style']} {d['test_eval']} and {d['cross_eval']} cases, val {d['val_eval']}"
+        if getattr(self, "has_golden", False):
+            sizes += f", golden {sum(1 for _ in iter_jsonl(self.p('golden', 'golden.jsonl')))}"
+        steps = sum(1 for _, _, skipped in self.timings if not skipped)
+        text = (f"Measured {time.strftime('%Y-%m-%d')} (commit {commit or 'unknown'}) with "
+                f"`python -m opclaim.demo --config {self.config_name}`: {total_s / 60:.1f} min for the "
+                f"{steps} stages that ran, on a {os.cpu_count()}-core CPU. Values in %; `fab.` = fabricated "
+                f"codes; `n/a` = no codes generated; {sizes}.\n\n```\n{table}\n```\n")
+        out = self.p("table.md")
+        with atomic_write(out) as fh:
+            fh.write(text)
+        return out
+
+
+TABLE_START, TABLE_END = "<!-- demo-table:start -->", "<!-- demo-table:end -->"
+
+
+def splice_table(readme: Path, table_md: Path) -> None:
+    """Put table.md between the README's demo-table markers (atomically); nothing else changes."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise InputError(f"no {TABLE_START} ... {TABLE_END} block", file=readme)
+    if not table_md.is_file():
+        raise InputError("no demo table yet: run the demo first", file=table_md)
+    new = text[:start + len(TABLE_START)] + "\n" + table_md.read_text(encoding="utf-8") + text[end:]
+    with atomic_write(readme) as fh:
+        fh.write(new)
 
 
 def headline_table(metrics: artifacts.EvalMetrics) -> str:
@@ -324,11 +364,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="demo.yaml")
     ap.add_argument("--fresh", action="store_true", help="delete the output folder first")
+    ap.add_argument("--readme", metavar="FILE", help="after the run, put its table.md into FILE's "
+                    "demo-table block (how README.md's table is made)")
     args = ap.parse_args(argv)
     path = Path(args.config)
     if not path.is_file():
         raise InputError("demo config not found", file=path)
-    Demo(yaml.safe_load(path.read_text(encoding="utf-8")), fresh=args.fresh).run()
+    demo = Demo(yaml.safe_load(path.read_text(encoding="utf-8")), fresh=args.fresh, config_name=path.as_posix())
+    demo.run()
+    if args.readme:
+        splice_table(Path(args.readme), demo.p("table.md"))
+        print(f"demo table written into {args.readme}")
     return 0
 
 
