@@ -53,7 +53,7 @@ def write_config(dst: Path, module: str, tests: list[str]) -> None:
     cfg.write_text(text + section, encoding="utf-8")
 
 
-def main(argv=None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("module", help="the file to mutate, relative to the repository root (e.g. eval/metrics.py)")
     p.add_argument("--tests", action="append", required=False, default=[],
@@ -61,7 +61,11 @@ def main(argv=None) -> int:
     p.add_argument("--work", help="scratch folder (default runs/mutate/<module>)")
     p.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     p.add_argument("--results", action="store_true", help="print the last run's results, do not run")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
     work = Path(args.work or ROOT / "runs" / "mutate" / args.module.replace("/", "_").removesuffix(".py"))
     env = dict(os.environ)
     # The mutated copy, not the checkout, must be imported: drop the checkout from PYTHONPATH.
