@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import opclaim
 from opclaim import artifacts
 from opclaim.errors import InputError
+from opclaim.io import read_json
 from opclaim.registry import PICKLE_SUFFIXES  # pickles run code when loaded: refused, never skipped
 
 MANIFEST = artifacts.BundleManifest.FILE
@@ -131,10 +131,7 @@ def _select(src: Path, part: str) -> tuple[list[Path], list[dict]]:
 
 
 def _refuse_remote_code(path: Path) -> None:
-    try:
-        conf = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"unreadable JSON ({type(e).__name__})", file=path) from None
+    conf = read_json(path, "model config")  # the hardened reader: limits, duplicate keys
     from opclaim.registry import remote_code_reason
 
     # auto_map is fine only where transformers has the class built in (Phi-3-mini-128k's config);

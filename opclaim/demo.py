@@ -25,13 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 import opclaim  # noqa: F401  (offline environment)
 from opclaim import artifacts
 from opclaim.artifacts import DemoStage
 from opclaim.errors import InputError
-from opclaim.io import atomic_write, iter_jsonl
+from opclaim.io import atomic_write, iter_jsonl, read_yaml
 
 BIN = Path(sys.executable).parent
 GOLDEN = "golden"
@@ -321,7 +319,7 @@ def main(argv=None) -> int:
     path = Path(args.config)
     if not path.is_file():
         raise InputError("demo config not found", file=path)
-    Demo(yaml.safe_load(path.read_text(encoding="utf-8")), fresh=args.fresh).run()
+    Demo(read_yaml(path, "demo config"), fresh=args.fresh).run()
     return 0
 
 
