@@ -231,7 +231,7 @@ def pull(name: str, out: str | Path, **kwargs) -> Path:
         return pull_smollm2(out, **kwargs)
     if name == "tiny-phi3":
         return build_tiny_phi3(out, **kwargs)
-    raise InputError(f"unknown model {name!r}; known: {', '.join(KNOWN)}")
+    raise InputError(f"unknown model {name!r}; known: {', '.join(KNOWN)}", from_command_line=True)
 
 
 def copy_model(src: str | Path, dst: str | Path) -> Path:
