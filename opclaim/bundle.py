@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -25,7 +26,6 @@ from pathlib import Path
 import opclaim
 from opclaim import artifacts
 from opclaim.errors import InputError
-from opclaim.io import read_json
 from opclaim.registry import PICKLE_SUFFIXES  # pickles run code when loaded: refused, never skipped
 
 MANIFEST = artifacts.BundleManifest.FILE
@@ -131,7 +131,11 @@ def _select(src: Path, part: str) -> tuple[list[Path], list[dict]]:
 
 
 def _refuse_remote_code(path: Path) -> None:
-    conf = read_json(path, "model config")  # the hardened reader: limits, duplicate keys
+    # Plain json, not io.read_json: HF writes model_max_length = 1e30-ish (31 digits), over its limit.
+    try:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"unreadable JSON ({type(e).__name__})", file=path) from None
     from opclaim.registry import remote_code_reason
 
     # auto_map is fine only where transformers has the class built in (Phi-3-mini-128k's config);
