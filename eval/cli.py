@@ -62,7 +62,8 @@ def _split_label(value: str) -> tuple[str | None, Path]:
     if "=" in value and not Path(value).exists():
         name, _, path = value.partition("=")
         if not name.strip() or not path:
-            raise InputError(f"expected LABEL=FILE, got {value!r}", field="--predictions/--gold")
+            raise InputError(f"expected LABEL=FILE, got {value!r}", field="--predictions/--gold",
+                             from_command_line=True)
         return name.strip(), Path(path)
     return None, Path(value)
 
@@ -82,7 +83,7 @@ def main(args) -> int:
         name, path = _split_label(value)
         name = name or path.stem
         if name in golds:
-            raise InputError(f"gold set name {name!r} given twice", field="--gold")
+            raise InputError(f"gold set name {name!r} given twice", field="--gold", from_command_line=True)
         golds[name] = metrics.read_gold(path)
         subgroups.attach_raw_fields(golds[name], path)  # patient, source (until Case parses them)
         gold_files[name] = path.name
@@ -144,16 +145,18 @@ def _resolve(label: str | None, golds: dict, value: str) -> tuple[str, str | Non
     if label is None:
         if len(names) > 1:
             raise InputError(f"with several --gold sets, label predictions as GOLD/CONFIG=FILE (got {value!r})",
-                             field="--predictions")
+                             field="--predictions", from_command_line=True)
         return names[0], None
     if "/" in label:
         gname, _, cfg = label.partition("/")
         if gname not in golds:
-            raise InputError(f"unknown gold set {gname!r} (known: {', '.join(names)})", field="--predictions")
+            raise InputError(f"unknown gold set {gname!r} (known: {', '.join(names)})", field="--predictions",
+                             from_command_line=True)
         if not cfg:
-            raise InputError(f"empty configuration name in {value!r}", field="--predictions")
+            raise InputError(f"empty configuration name in {value!r}", field="--predictions",
+                             from_command_line=True)
         return gname, cfg
     if len(names) > 1:
         raise InputError(f"with several --gold sets, label predictions as GOLD/CONFIG=FILE (got {value!r})",
-                         field="--predictions")
+                         field="--predictions", from_command_line=True)
     return names[0], label

@@ -47,7 +47,7 @@ def add_infer_arguments(p) -> None:
     p.add_argument("--mod-ref", help="modifier list replacing the built-in table")
     p.add_argument("--grammar-cache", help="folder for compiled grammars (default ~/.cache/opclaim/grammars)")
     p.add_argument("--config-name", help="the 'config' value of every row (default: the mode)")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="vllm: GPU only, extra [serve]")
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="vllm: GPU only, extra [vllm]")
     p.add_argument("--tensor-parallel", type=int, default=1, help="GPUs per model (vllm engine)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores / ranks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,5 +1,5 @@
 """Engines: how a batch of prompts becomes text. `HFEngine` (transformers, CPU/GPU) and
-`VllmEngine` (optional, GPU only, extra `[serve]`) side by side, with the same interface:
+`VllmEngine` (optional, GPU only, extra `[vllm]`) side by side, with the same interface:
 
     engine.context                      the model's context length (0 = unknown)
     engine.count_tokens(text) -> int
@@ -119,7 +119,7 @@ class VllmEngine:
         try:
             import vllm  # noqa: F401
         except ImportError:
-            raise InputError("--engine vllm needs the vllm package: pip install 'opclaim[serve]' "
+            raise InputError("--engine vllm needs the vllm package: pip install 'opclaim[vllm]' "
                              "(GPU machines only); use --engine hf on CPU", field="--engine") from None
         import torch
 

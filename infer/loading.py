@@ -61,13 +61,14 @@ def check_adapter(adapter: str | Path, model) -> Path:
             mod = modules.get(path)
             shape = f.get_slice(key).get_shape()
             if mod is None or not hasattr(mod, "in_features"):
-                raise InputError(f"adapter targets module '{path}', which this base model lacks: "
-                                 "the adapter was trained on another base", file=weights)
+                # the tensor name goes in `field` (not redacted): it names structure, never data
+                raise InputError("adapter targets a module this base model lacks: "
+                                 "the adapter was trained on another base", file=weights, field=key)
             want = (shape[1] == mod.in_features) if ".lora_A" in key else (shape[0] == mod.out_features)
             if not want:
-                raise InputError(f"adapter shape {tuple(shape)} does not fit '{path}' "
+                raise InputError(f"adapter shape {tuple(shape)} does not fit the base model's module "
                                  f"({mod.in_features}->{mod.out_features}): the adapter was trained on "
-                                 "another base", file=weights)
+                                 "another base", file=weights, field=key)
     return a
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from opclaim.errors import InputError
-from opclaim.io import atomic_write
+from opclaim.io import atomic_write, parse_record, read_json
 
 SCHEMA_FIELD = "schema"
 _SCHEMA_RE = re.compile(r"^opclaim\.([a-z0-9-]+)/([0-9]{1,6})$")
@@ -176,11 +176,8 @@ def load(cls: type[Artifact], path: str | Path):
         p = p / cls.FILE
     if not p.is_file():
         raise InputError(f"not found ({cls.KIND} record)", file=p)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"unreadable {cls.KIND} record ({type(e).__name__})", file=p) from None
-    return parse(cls, doc, p)
+    # the hardened reader: size, depth, duplicate keys, huge numbers, non-UTF-8 -> InputError
+    return parse(cls, read_json(p, f"{cls.KIND} record"), p)
 
 
 def load_optional(cls: type[Artifact], folder: str | Path):
@@ -428,11 +425,10 @@ def read_prediction_rows(path: Path, *, drop_torn_tail: bool = False) -> dict[st
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"malformed prediction row ({type(e).__name__})", file=path, line=n) from None
-        if not isinstance(obj, dict):
-            raise InputError("line is not a JSON object", file=path, line=n)
+            obj = parse_record(raw)  # the hardened line reader (limits, duplicate keys)
+        except InputError as e:
+            raise InputError(f"malformed prediction row ({e.reason})", file=path, line=n, field=e.field,
+                             kind=e.kind) from None
         row = PredictionRow.from_dict(obj, path, n)
         rows.setdefault(row.id, row.to_dict())
     return rows

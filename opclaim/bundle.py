@@ -131,6 +131,7 @@ def _select(src: Path, part: str) -> tuple[list[Path], list[dict]]:
 
 
 def _refuse_remote_code(path: Path) -> None:
+    # Plain json, not io.read_json: HF writes model_max_length = 1e30-ish (31 digits), over its limit.
     try:
         conf = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -91,7 +91,35 @@ MODIFIERS: dict[str, str] = {
     "QZ": "CRNA service without medical direction",
     "AA": "Anesthesia services performed personally by anesthesiologist",
     "RA": "Replacement of a DME item",
+    # Added 2026-12 (descriptions in our words). Keep new entries below this line: the ones above
+    # are the tiny test tokenizer's corpus (opclaim/registry.py, TINY_TOKENIZER_MODIFIERS).
+    "33": "Preventive service: patient cost sharing waived",
+    "63": "Procedure on an infant weighing under 4 kg",
+    "91": "Repeat clinical laboratory test on the same day",
+    "95": "Synchronous (real-time audio and video) telemedicine service",
+    "PT": "Screening colorectal test that became a diagnostic or therapeutic procedure",
+    "Q5": "Substitute physician under a reciprocal billing arrangement",
+    "Q6": "Substitute physician under a fee-for-time arrangement (locum tenens)",
+    "Q0": "Investigational service in an approved clinical research study",
+    "Q1": "Routine clinical service in an approved clinical research study",
+    "KX": "Coverage requirements of the medical policy are met and documented",
+    "GA": "Advance beneficiary notice (waiver of liability) on file",
+    "GZ": "Expected to be denied as not reasonable and necessary; no advance notice on file",
+    "GY": "Item or service excluded by statute or not a covered benefit",
+    "GW": "Service unrelated to the patient's terminal condition under hospice",
+    "FS": "Split or shared E/M visit (physician and non-physician practitioner)",
+    "FT": "Unrelated E/M visit on the day of, or during the global period of, a procedure",
+    "FY": "X-ray taken with computed radiography (cassette-based imaging)",
+    "JW": "Drug amount discarded, not given to any patient",
+    "JZ": "No amount of a single-dose drug was discarded",
+    "TC": "Technical component",
+    "LC": "Left circumflex coronary artery",
+    "LD": "Left anterior descending coronary artery",
+    "LM": "Left main coronary artery",
+    "RC": "Right coronary artery",
+    "RI": "Ramus intermedius coronary artery",
 }
+TINY_TOKENIZER_MODIFIERS = 65  # the first entries of MODIFIERS: what the tiny test tokenizer saw
 
 
 # ---------------------------------------------------------------- ICD-10-CM

@@ -8,8 +8,9 @@ handling. Only this model's configurations are reported (never base, kNN or RAG)
 path is printed, and the full resolved configuration is written beside the card
 (`opclaim_config.json`, paths reduced to their last component) and referenced by sha256.
 
-Built from the run record (`opclaim_run.json`) and the evaluation's `metrics.json`, read in one
-place (`load_inputs`); note text is never read and only whitelisted summary fields are copied.
+Built from the run record (`opclaim_run.json`), the evaluation's `metrics.json` and the merge
+record, read in one place (`load_inputs`) through their typed schemas (opclaim.artifacts), which
+refuse unknown fields; note text is never read and only whitelisted summary fields are copied.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import json
 from pathlib import Path
 
 import opclaim
+from opclaim import artifacts
+from opclaim.artifacts import EvalMetrics, MergeRecord, TrainRun
 from opclaim.errors import InputError
-from opclaim.io import atomic_write
+from opclaim.io import atomic_write, read_json
 
 RUN_RECORD = "opclaim_run.json"
 MERGE_RECORD = "opclaim_merge.json"
@@ -85,24 +88,21 @@ PHI_HANDLING = """\
 
 
 # ---------------------------------------------------------------- inputs (one place)
-def _read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("file not found", file=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"unreadable JSON ({type(e).__name__})", file=path) from None
+def _read_summary(path: Path) -> dict:
+    """The `opclaim data validate --summary` file (not a versioned artifact): a JSON object."""
+    obj = read_json(path, "validation summary")
     if not isinstance(obj, dict):
         raise InputError("not a JSON object", file=path)
     return obj
 
 
-def load_inputs(model_dir: Path, metrics_path: Path | None) -> tuple[dict, dict | None, dict | None]:
+def load_inputs(model_dir: Path, metrics_path: Path | None
+                ) -> tuple[TrainRun, EvalMetrics | None, MergeRecord | None]:
     """(run record, metrics.json or None, merge record or None): the card's only reads of sidecar
-    files (opclaim.artifacts can take this over)."""
-    run = _read_json(model_dir / RUN_RECORD)
-    metrics = _read_json(metrics_path) if metrics_path else None
-    merge = _read_json(model_dir / MERGE_RECORD) if (model_dir / MERGE_RECORD).is_file() else None
+    files, each through its schema's one reader."""
+    run = artifacts.load(TrainRun, model_dir / RUN_RECORD)
+    metrics = artifacts.load(EvalMetrics, metrics_path) if metrics_path else None
+    merge = artifacts.load_optional(MergeRecord, model_dir)
     return run, metrics, merge
 
 
@@ -163,28 +163,25 @@ def is_own(config: str) -> bool:
 
 
 # ---------------------------------------------------------------- sections
-def base_model_name(run: dict) -> str:
+def base_model_name(run: TrainRun) -> str:
     """The base model by name (its source), never by where it sat on the build machine."""
-    src = run.get("base_model_source")
-    if isinstance(src, dict):
-        name = src.get("source") or src.get("name")
-        if name:
-            return _short(name, 120)
-    base = run.get("base_model")
-    return Path(str(base)).name if base else "not recorded"
+    src = run.base_model_source
+    if src is not None and (src.source or src.name):
+        return _short(src.source or src.name, 120)
+    return Path(run.base_model).name if run.base_model else "not recorded"
 
 
-def _merged_dir(model_dir: Path, merge: dict | None) -> Path | None:
+def _merged_dir(model_dir: Path, merge: MergeRecord | None) -> Path | None:
     """This folder if it is a merged model, else a sibling merged from this adapter."""
     if merge is not None:
         return model_dir
     here = model_dir.resolve()
     for rec in sorted(model_dir.parent.glob(f"*/{MERGE_RECORD}")):
         try:
-            if Path(json.loads(rec.read_text(encoding="utf-8")).get("adapter", "")).resolve() == here:
+            if Path(artifacts.load(MergeRecord, rec).adapter).resolve() == here:
                 return rec.parent
-        except (OSError, ValueError, TypeError):
-            continue
+        except (OSError, InputError):
+            continue  # a sibling whose record this opclaim cannot read is not ours to describe
     return None
 
 
@@ -196,8 +193,8 @@ def _bundle_digest(model_dir: Path) -> str:
     return "not in a signed bundle yet (`opclaim bundle create` signs one; the manifest digest is then shown here)"
 
 
-def identity(model_dir: Path, run: dict, merge: dict | None, config_sha: str) -> list[str]:
-    base_dir = Path(str(run["base_model"])) if run.get("base_model") else None
+def identity(model_dir: Path, run: TrainRun, merge: MergeRecord | None, config_sha: str) -> list[str]:
+    base_dir = Path(run.base_model) if run.base_model else None
     base_w = _weights(base_dir)
     merged = _merged_dir(model_dir, merge)
     adapter_w = _weights(model_dir, "adapter_model*.safetensors") if merge is None else {}
@@ -211,24 +208,21 @@ def identity(model_dir: Path, run: dict, merge: dict | None, config_sha: str) ->
             ("Adapter (LoRA)", hashes(adapter_w, "none (this folder is a merged model)" if merge else "not found")),
             ("Merged weights", hashes(merged_w, "not merged")),
             ("Bundle", _bundle_digest(model_dir)),
-            ("Prompt format", _short(run.get("prompt_format") or "not recorded")),
+            ("Prompt format", _short(run.prompt_format or "not recorded")),
             ("Resolved configuration", f"`{CONFIG_FILE}` beside this card, sha256 `{config_sha}`"),
-            ("Trained", f"{_short(run.get('date') or 'date not recorded')}, torch {_short(run.get('torch') or '?')}; "
+            ("Trained", f"{_short(run.date or 'date not recorded')}, torch {_short(run.torch or '?')}; "
                         f"card written by opclaim {opclaim.__version__}")]
     return ["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
 
 
-def provenance(run: dict, validation: dict | None) -> list[str]:
-    data = run.get("data") or run.get("data_summary") or {}
+def provenance(run: TrainRun, validation: dict | None) -> list[str]:
     out = []
-    splits = {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
     services: dict[str, int] = {}
-    for name, s in splits.items():
-        n = s.get("cases")
-        dr = s.get("date_range")
+    for name, s in run.data.items():  # split name -> SplitCounts
+        dr = s.date_range
         dates = f", encounter dates {_short(dr[0])} to {_short(dr[1])}" if isinstance(dr, list) and len(dr) == 2 else ""
-        out.append(f"- {_short(name)}: {n if isinstance(n, int) else '?'} cases{dates}")
-        for svc, k in (s.get("services") or {}).items():
+        out.append(f"- {_short(name)}: {s.cases} cases{dates}")
+        for svc, k in (s.services or {}).items():
             if isinstance(k, int):
                 services[_short(svc)] = services.get(_short(svc), 0) + k
     if services:
@@ -252,8 +246,8 @@ def provenance(run: dict, validation: dict | None) -> list[str]:
     return out
 
 
-def _flat_config(run: dict) -> dict:
-    cfg = run.get("config") or {}
+def _flat_config(run: TrainRun) -> dict:
+    cfg = run.config or {}
     flat = {}
     for part in ("model", "data", "training"):
         if isinstance(cfg.get(part), dict):
@@ -261,11 +255,11 @@ def _flat_config(run: dict) -> dict:
     return flat
 
 
-def hyperparameters(run: dict) -> list[str]:
+def hyperparameters(run: TrainRun) -> list[str]:
     flat = _flat_config(run)
     actual = dict(flat)
-    if isinstance(run.get("prompt_format"), str):
-        actual["prompt_format"] = run["prompt_format"]  # what was used, not "auto"
+    if run.prompt_format:
+        actual["prompt_format"] = run.prompt_format  # what was used, not "auto"
     rows = []
     base = base_model_name(run)
     if "phi-3" not in base.lower():
@@ -280,13 +274,13 @@ def hyperparameters(run: dict) -> list[str]:
             continue
         if v != study:
             rows.append((key, json.dumps(study), json.dumps(v), WHY.get(key, "not explained in the run record")))
-    steps = (f"{run.get('global_step', '?')} optimiser steps (max_steps {flat.get('max_steps', '?')}), "
-             f"world size {run.get('world_size', 1)}, learning rate {flat.get('learning_rate', '?')} "
+    steps = (f"{run.global_step} optimiser steps (max_steps {flat.get('max_steps', '?')}), "
+             f"world size {run.world_size}, learning rate {flat.get('learning_rate', '?')} "
              f"({flat.get('lr_scheduler_type', '?')}), effective batch "
              f"{_eff_batch(flat, run)}")
-    losses = ", ".join(f"final {lab} loss {run[k]:.3f}" for k, lab in (("final_train_loss", "training"),
-                                                                        ("final_val_loss", "validation"))
-                       if isinstance(run.get(k), (int, float)))
+    losses = ", ".join(f"final {lab} loss {v:.3f}" for v, lab in ((run.final_train_loss, "training"),
+                                                                   (run.final_val_loss, "validation"))
+                       if v is not None)
     out = [f"Training: {steps}" + (f"; {losses}" if losses else "") + "."]
     if rows:
         out += ["", "Settings that differ from the study's:", "",
@@ -299,27 +293,28 @@ def hyperparameters(run: dict) -> list[str]:
     return out
 
 
-def _eff_batch(flat: dict, run: dict):
+def _eff_batch(flat: dict, run: TrainRun):
     try:
         return int(flat["per_device_train_batch_size"]) * int(flat.get("gradient_accumulation_steps", 1)) * int(
-            run.get("world_size", 1))
+            run.world_size)
     except (KeyError, TypeError, ValueError):
         return "?"
 
 
-def _own_blocks(metrics: dict) -> list[tuple[str, dict]]:
-    configs = metrics.get("configs") if isinstance(metrics.get("configs"), dict) else {}
-    return [(label, b) for label, b in configs.items() if isinstance(b, dict) and is_own(b.get("config", label))]
+def _own_blocks(metrics: EvalMetrics) -> list[tuple[str, dict]]:
+    """(configuration, block) of this model's configurations, every gold set, in file order."""
+    return [(cfg, {"gold": gold, **b}) for gold, blocks in metrics.blocks().items() for cfg, b in blocks
+            if is_own(b.get("config", cfg))]
 
 
-def evaluation(metrics: dict | None, metrics_name: str) -> list[str]:
+def evaluation(metrics: EvalMetrics | None, metrics_name: str) -> list[str]:
     if metrics is None:
         return ["No evaluation recorded yet. Run `opclaim eval` and regenerate this card with `--metrics`."]
     own = _own_blocks(metrics)
     if not own:
         return [f"`{metrics_name}` scores none of this model's configurations."]
-    head = metrics.get("headline") or {}
-    roles = {g: (v or {}).get("role") for g, v in (metrics.get("gold_sets") or {}).items()}
+    head = (metrics.single or {}).get("headline") or {}
+    roles = {g: (v or {}).get("role") for g, v in metrics.gold_sets.items()}
     source = head.get("source") or own[0][1].get("gold")
     label = head.get("label") or source
     out = [f"Headline set: **{_short(label)}** (`{_short(source)}`; rule: golden if present, else "
@@ -355,7 +350,7 @@ def evaluation(metrics: dict | None, metrics_name: str) -> list[str]:
     return out
 
 
-def subgroup_findings(metrics: dict | None) -> list[str]:
+def subgroup_findings(metrics: EvalMetrics | None) -> list[str]:
     if metrics is None:
         return ["Not evaluated."]
     own = _own_blocks(metrics)
@@ -381,8 +376,8 @@ def subgroup_findings(metrics: dict | None) -> list[str]:
 
 
 # ---------------------------------------------------------------- the card
-def render_model_card(run: dict, metrics: dict | None = None, *, name: str = "opclaim model",
-                      model_dir: Path | None = None, merge: dict | None = None, config_sha: str = "",
+def render_model_card(run: TrainRun, metrics: EvalMetrics | None = None, *, name: str = "opclaim model",
+                      model_dir: Path | None = None, merge: MergeRecord | None = None, config_sha: str = "",
                       validation: dict | None = None, metrics_name: str = "metrics.json") -> str:
     model_dir = Path(model_dir) if model_dir else Path(".")
     base = base_model_name(run).replace("\n", " ")
@@ -404,9 +399,9 @@ def render_model_card(run: dict, metrics: dict | None = None, *, name: str = "op
             "Built by opclaim; this card is generated (`opclaim card`).\n\n" + body + "\n")
 
 
-def write_resolved_config(model_dir: Path, run: dict) -> str:
+def write_resolved_config(model_dir: Path, run: TrainRun) -> str:
     """`opclaim_config.json` beside the card (sorted keys, paths stripped); return its sha256."""
-    text = json.dumps(_strip_paths(run.get("config") or {}), indent=1, sort_keys=True, default=str,
+    text = json.dumps(_strip_paths(run.config or {}), indent=1, sort_keys=True, default=str,
                       ensure_ascii=False) + "\n"
     with atomic_write(model_dir / CONFIG_FILE) as fh:
         fh.write(text)
@@ -420,7 +415,7 @@ def write_model_card(model_dir: str | Path, metrics_path: str | Path | None = No
     if metrics_path is None:
         metrics_path = find_latest_metrics(model_dir)
     run, metrics, merge = load_inputs(model_dir, Path(metrics_path) if metrics_path else None)
-    validation = _read_json(Path(validation_summary)) if validation_summary else None
+    validation = _read_summary(Path(validation_summary)) if validation_summary else None
     sha = write_resolved_config(model_dir, run)
     card = render_model_card(run, metrics, name=model_dir.name, model_dir=model_dir, merge=merge, config_sha=sha,
                              validation=validation,

@@ -61,13 +61,15 @@ opclaim eval --predictions runs/knn/preds.jsonl --gold data/test.jsonl --out run
 def _read_lenient(path, rejects_path):
     """Cases that parse and have a non-empty note; the rest go to the rejects file (no note text)."""
     from opclaim.claim import Case
-    from opclaim.io import iter_jsonl, write_jsonl
+    from opclaim.io import iter_jsonl_records, write_jsonl
     from rag.embed import clean_note
 
     cases, rejects, seen = [], [], set()
-    for n, obj in iter_jsonl(path):
-        rid = obj.get("id")
+    for n, obj, problem in iter_jsonl_records(path):  # a malformed line is a reject, not the end
+        rid = obj.get("id") if obj is not None else None
         try:
+            if problem is not None:
+                raise problem
             case = Case.from_dict(obj)
             if case.id in seen:
                 raise InputError("duplicate id", field="id")

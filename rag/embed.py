@@ -116,7 +116,7 @@ def embed(notes: list[str], *, mode: str = "truncate", batch_size: int = 64,
           progress: bool = True) -> np.ndarray:
     """Unit-length float32 embeddings, one row per note (notes must already be cleaned)."""
     if mode not in MODES:
-        raise InputError(f"unknown embedding mode {mode!r}; known: {', '.join(MODES)}")
+        raise InputError(f"unknown embedding mode {mode!r}; known: {', '.join(MODES)}", from_command_line=True)
     if batch_size < 1:
         raise InputError("batch size must be at least 1", field="batch_size")
     model = load_model()

@@ -112,7 +112,8 @@ def build_index(cases: list[Case], out_dir, *, mode: str = "truncate", batch_siz
     import faiss
 
     if mode not in embed.MODES:
-        raise InputError(f"unknown embedding mode {mode!r}; known: {', '.join(embed.MODES)}", field="mode")
+        raise InputError(f"unknown embedding mode {mode!r}; known: {', '.join(embed.MODES)}", field="mode",
+                         from_command_line=True)
     ids = [c.id for c in cases]
     if len(set(ids)) != len(ids):
         raise InputError("duplicate ids in the training records", file=train_file, field="id")

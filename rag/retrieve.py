@@ -106,7 +106,7 @@ class Retriever:
     def _check_k(self, k: int, excluding: bool) -> None:
         have = len(self) - (1 if excluding else 0)
         if not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k must be a positive integer (got {k!r})", field="k")
+            raise InputError(f"k must be a positive integer (got {k!r})", field="k", from_command_line=True)
         if k > have:
             raise InputError(f"k={k} is larger than the index ({have} usable entries)", field="k")
 

@@ -172,7 +172,7 @@ RUN_RECORD = {
     "config": {"model": {"lora_r": 64, "lora_alpha": 16, "load_in_4bit": True},
                "training": {"max_steps": 6, "learning_rate": 0.002}},
 }
-METRICS = {"schema": "opclaim.eval/1", "configs": {"finetuned": {
+METRICS = {"schema": "opclaim.eval/1", "gold_sets": {"test": {}}, "configs": {"test/finetuned": {
     "config": "finetuned", "gold": "test", "n_cases": 8,
     "icd10": {"precision": 0.5, "recall": 0.25, "f1": 0.333, "precision_ci": [0.25, 0.75], "recall_ci": [0.0, 0.5]},
     "cpt": {"precision": 0.75, "recall": 0.5, "f1": 0.6, "precision_ci": [0.5, 1.0], "recall_ci": [0.25, 0.75]},
@@ -199,10 +199,19 @@ def adapter_dir(tiny_phi3_dir, tmp_path_factory):
 
 
 def test_model_card_has_every_section_and_no_note_text(tmp_path):
+    from opclaim.errors import InputError
     from opclaim.modelcard import is_opclaim_card, write_model_card
 
     (tmp_path / "opclaim_run.json").write_text(json.dumps(RUN_RECORD))
     (tmp_path / "metrics.json").write_text(json.dumps(METRICS))
+    # The canary field is refused by the run record's reader, by name and without its text.
+    with pytest.raises(InputError) as refused:
+        write_model_card(tmp_path, tmp_path / "metrics.json")
+    assert refused.value.field == "data.train.example_note" and "unknown field" in str(refused.value)
+    assert "ZQXCANARY7731PHI" not in str(refused.value) and not (tmp_path / "README.md").exists()
+    record = json.loads(json.dumps(RUN_RECORD))
+    del record["data"]["train"]["example_note"]
+    (tmp_path / "opclaim_run.json").write_text(json.dumps(record))
     card_path = write_model_card(tmp_path, tmp_path / "metrics.json")
     card = card_path.read_text()
     assert is_opclaim_card(card_path)

@@ -59,6 +59,31 @@ def test_modifier_table_covers_surgical_billing():
     assert codes.normalize_modifier(" rt") == "RT"
     with pytest.raises(CodeFormatError):
         codes.normalize_modifier("RTX")
+    current = "PT 33 53 54 55 56 63 66 91 95 Q6 KX GA GZ FS FY JW JZ".split()  # added 2026-12
+    assert set(current) <= set(codes.MODIFIERS)
+    assert len(codes.MODIFIERS) == len(set(codes.MODIFIERS)) and all(codes.MODIFIERS.values())
+    assert all(codes.normalize_modifier(m.lower()) == m for m in codes.MODIFIERS)
+
+
+def test_a_new_modifier_validates(tmp_path):
+    """A claim line with PT (screening colonoscopy turned therapeutic) is kept; an unknown modifier
+    on the same record is rejected, so the check is live."""
+    import json
+
+    from opclaim.ingest import validate
+
+    def record(mod):
+        return {"id": "c1", "note": "Screening colonoscopy; a polyp was removed by snare.",
+                "claim": {"icd10": ["Z12.11"], "providers": [{"name": "Dr. A", "role": "surgeon", "lines": [
+                    {"cpt": "45385", "modifiers": [mod], "description": "Colonoscopy with snare polypectomy"}]}]}}
+
+    for mod, kept in (("PT", 1), ("ZZ", 0)):
+        f = tmp_path / f"{mod}.jsonl"
+        f.write_text(json.dumps(record(mod)) + "\n")
+        report = validate(f)
+        assert len(report.kept) == kept, [p.reason for p, _ in report.rejected]
+    assert "unknown modifier 'ZZ'" in report.rejected[0][0].reason
+
 
 
 def test_user_lists_override(tmp_path):

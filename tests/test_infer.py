@@ -169,7 +169,8 @@ def test_bad_inputs_exit_2(tiny_phi3_dir, tmp_path, capsys):
     other = build_tiny_phi3(tmp_path / "other", hidden=32)
     adapter = _make_adapter(other, tmp_path / "adapter32")
     assert _cli(base + ["--model", str(tiny_phi3_dir), "--adapter", str(adapter)]) == 2
-    assert "another base" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "another base" in err and ".lora_A.weight'" in err  # the tensor it stopped at, by name
 
     rag = ["infer", "--mode", "rag", "--cases", str(cases_file), "--out", str(tmp_path / "r.jsonl")]
     assert _cli(rag + ["--model", str(tiny_phi3_dir)]) == 2

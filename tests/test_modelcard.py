@@ -11,6 +11,7 @@ import yaml
 from opclaim import modelcard
 from opclaim.claim import render_target
 from opclaim.cli import main as cli_main
+from opclaim.errors import InputError
 from opclaim.io import write_jsonl
 from opclaim.synth import generate_cases
 from tests.conftest import ROOT
@@ -37,13 +38,14 @@ def runs(tmp_path_factory):
                                                           "source": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
     (adapter / "adapter_model.safetensors").write_bytes(b"adapter weights")
     (merged / "model.safetensors").write_bytes(b"merged weights")
-    (merged / "opclaim_merge.json").write_text(json.dumps({"adapter": str(adapter), "base_model": str(base)}))
+    (merged / "opclaim_merge.json").write_text(json.dumps({
+        "schema": "opclaim.merge/2", "adapter": str(adapter), "base_model": str(base),
+        "merged_into": "original", "dtype": "float32", "prompt_format": "chatml", "untied_lm_head": False}))
     run = {"prompt_format": "chatml", "base_model": str(base),
            "base_model_source": {"name": "smollm2-135m", "source": "HuggingFaceTB/SmolLM2-135M-Instruct"},
            "world_size": 1, "global_step": 140, "final_train_loss": 0.41, "final_val_loss": 0.52,
            "date": "2026-12-01T20:00:00Z", "torch": "2.9.0",
-           "data": {"train": {"cases": 180, "services": {"Ophthalmology": 180}, "date_range": ["2019-01-03", "2023-12-20"],
-                              "example_note": f"PATIENT: {CANARY}"},
+           "data": {"train": {"cases": 180, "services": {"Ophthalmology": 180}, "date_range": ["2019-01-03", "2023-12-20"]},
                     "val": {"cases": 60, "services": {"Ophthalmology": 60}, "date_range": ["2019-02-01", "2023-11-02"]}},
            "config": {"model": {"model_name_or_path": str(base), "load_in_4bit": False, "lora_r": 64, "lora_alpha": 16,
                                 "lora_dropout": 0.0, "lora_target_modules": None, "attn_implementation": "auto"},
@@ -52,6 +54,8 @@ def runs(tmp_path_factory):
                                    "lr_scheduler_type": "constant_with_warmup", "per_device_train_batch_size": 2,
                                    "gradient_accumulation_steps": 1, "bf16": True, "use_cpu": True}}}
     (adapter / "opclaim_run.json").write_text(json.dumps(run))
+    (root / "canary_run.json").write_text(json.dumps(
+        {**run, "data": {**run["data"], "train": {**run["data"]["train"], "example_note": f"PATIENT: {CANARY}"}}}))
     # four gold sets, every configuration on each (val: fine-tuned only, as the demo does)
     sets = {"val": generate_cases(20, seed=1, style="terse", id_prefix="v"),
             "test": generate_cases(30, seed=2, style="terse", id_prefix="t"),
@@ -173,3 +177,15 @@ def test_card_cli(runs, tmp_path, capsys):
     shutil.copytree(runs["adapter"], d)
     assert cli_main(["card", "--model", str(d), "--metrics", str(runs["metrics"])]) == 0
     assert modelcard.is_opclaim_card(d / "README.md") and (d / modelcard.CONFIG_FILE).is_file()
+
+
+def test_a_run_record_with_a_field_no_card_may_copy_is_refused(runs, tmp_path):
+    """The run record's reader (artifacts.TrainRun) refuses unknown fields, naming the field and
+    never quoting its value; the card is not written."""
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / modelcard.RUN_RECORD).write_text((runs["root"] / "canary_run.json").read_text())
+    with pytest.raises(InputError) as e:
+        modelcard.write_model_card(d, runs["metrics"])
+    assert e.value.field == "data.train.example_note" and CANARY not in str(e.value)
+    assert not (d / modelcard.CARD).exists()

@@ -250,6 +250,12 @@ def test_cli_bad_input_exit_2(tmp_path, corpus, capsys):
     rows = [json.loads(x) for x in rej.read_text().splitlines()]
     assert rows == [{"line": 2, "id": bad[1].id, "field": "note", "reason": "note is empty after cleaning"}]
     assert json.loads((tmp_path / "i3" / "manifest.json").read_text())["n"] == 2
+    # a malformed line (a duplicate key: the hardened line reader) is a reject too, not the end
+    f.write_text(f.read_text() + '{"id": "x", "id": "y"}\n')
+    assert cli_main(["rag", "build", "--train", str(f), "--out", str(tmp_path / "i4"),
+                     "--rejects", str(rej), "--no-progress"]) == 0
+    rows = [json.loads(x) for x in rej.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [2, 4] and rows[1]["id"] is None and rows[1]["field"] == "id"
 
     note = tmp_path / "note.txt"
     note.write_text(corpus[0].note)

@@ -65,7 +65,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = make_parser().parse_args(argv)
+    p = make_parser()
+    args = p.parse_args(argv)
     work = Path(args.work or ROOT / "runs" / "mutate" / args.module.replace("/", "_").removesuffix(".py"))
     env = dict(os.environ)
     # The mutated copy, not the checkout, must be imported: drop the checkout from PYTHONPATH.

@@ -78,7 +78,8 @@ def resolve_shape(model: str) -> Shape:
         return PRESETS[model]
     if Path(model).is_dir():
         return shape_from_dir(model)
-    raise InputError(f"unknown model {model!r}: give {', '.join(PRESETS)} or a model folder", field="--model")
+    raise InputError(f"unknown model {model!r}: give {', '.join(PRESETS)} or a model folder", field="--model",
+                     from_command_line=True)
 
 
 def layer_linears(s: Shape) -> list[tuple[int, int]]:

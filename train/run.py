@@ -15,7 +15,7 @@ from pathlib import Path
 import opclaim  # noqa: F401  (offline before any HF import)
 from opclaim import artifacts
 from opclaim.errors import InputError
-from opclaim.io import atomic_write
+from opclaim.io import atomic_write, read_yaml
 from opclaim.registry import load_tokenizer
 from train import checkpoint, data
 from train import model as model_mod
@@ -182,7 +182,6 @@ def parse(argv=None):
     malformed recipe is an InputError (exit 2), not a traceback."""
     import sys
 
-    import yaml
     from trl import SFTConfig, TrlParser
 
     from train.config import DataArgs, ModelArgs
@@ -193,10 +192,8 @@ def parse(argv=None):
         recipe = Path(argv[i + 1]) if i + 1 < len(argv) else None
         if recipe is None or not recipe.is_file():
             raise InputError("recipe not found", file=recipe, field="--config")
-        try:
-            doc = yaml.safe_load(recipe.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise InputError(f"unreadable recipe ({type(e).__name__})", file=recipe) from None
+        # TrlParser re-reads it; the hardened reader refuses duplicate keys, deep nesting, huge numbers first
+        doc = read_yaml(recipe, "recipe")
         if not isinstance(doc, dict):
             raise InputError("recipe is not a YAML mapping", file=recipe)
     parser = TrlParser((ModelArgs, DataArgs, SFTConfig))

