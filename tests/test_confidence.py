@@ -140,3 +140,21 @@ def test_infer_rows_carry_confidence_and_old_rows_still_read(tiny_phi3_dir, tmp_
     old = tmp_path / "old.jsonl"
     old.write_text(json.dumps({"id": "a", "config": "x", "output": "", "latency_s": 0.1}) + "\n")
     assert artifacts.read_prediction_rows(old)["a"].get("confidence") is None
+
+
+def test_knn_vote_shares_and_serve_rows():
+    from opclaim.claim import PHI3_MARKERS, Claim, render_target
+    from opclaim.serve.engine import claim_from_output
+    from rag.knn import vote_scored
+
+    def claim(icd, cpt, mods=()):
+        return Claim.from_dict({"icd10": icd, "providers": [{"name": "A", "lines": [{"cpt": cpt, "modifiers": list(mods)}]}]})
+
+    voted, conf = vote_scored([(claim(["K80.20"], "47562", ["80"]), 1.0), (claim(["K80.20", "I10"], "47562"), 1.0),
+                               (claim(["I10"], "49505"), 2.0)], 0.4)
+    shares = {(c["system"], c["code"]): c["p"] for c in conf["codes"]}
+    assert shares[("icd10", "K80.20")] == 0.5 and shares[("icd10", "I10")] == 0.75
+    assert shares[("cpt", "49505")] == 0.5 and shares[("cpt", "47562")] == 0.5
+    assert conf["method"] == "knn_vote"
+    _, rows = claim_from_output(render_target(voted, PHI3_MARKERS), conf)
+    assert {r["code"]: r["confidence"] for r in rows} == {"K80.20": 0.5, "I10": 0.75, "49505": 0.5, "47562": 0.5}

@@ -47,3 +47,16 @@ def test_hit_at_1_on_synthetic_gold():
     assert gold and all(0 <= s < e <= len(pairs[0][1].note) for v in gold.values() for s, e in v)
     res = evidence.measure(pairs, "bm25")
     assert res["n"] >= 20 and res["hit_at_1"] >= 0.7
+
+
+def test_serve_rows_get_evidence_offsets():
+    from opclaim.claim import PHI3_MARKERS, Claim, render_target
+    from opclaim.serve.engine import add_evidence, claim_from_output
+
+    note = "Indication: pain.\nLaparoscopic cholecystectomy was performed."
+    claim = Claim.from_dict({"icd10": ["K80.20"], "providers": [{"name": "A", "lines": [
+        {"cpt": "47562", "modifiers": [], "description": "Laparoscopic cholecystectomy"}]}]})
+    c, rows = claim_from_output(render_target(claim, PHI3_MARKERS))
+    add_evidence(note, c, rows)
+    cpt = next(r for r in rows if r["system"] == "cpt")
+    assert cpt["evidence"] == [{"start": note.index("Lap"), "end": len(note)}]
