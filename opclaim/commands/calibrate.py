@@ -60,7 +60,7 @@ def _calibrate(args):
     for s, d in cal.systems.items():
         before, aft = d["ece_before"], d["ece_after"]
         t = cal.routing[s]["threshold"]
-        print(f"{s}: {d['n']} codes, ECE {_f(before)} -> {_f(aft)}, threshold {_f(t)}")
+        print(f"{s}: {d['n']} codes, ECE {_f(before)} -> {_f(aft)} (in-sample), threshold {_f(t)}")
     print(f"wrote {out}")
     return 0
 
