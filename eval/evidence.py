@@ -127,13 +127,12 @@ def gold_spans(scenario, note: str) -> dict[tuple[str, str], list[list[int]]]:
                 hits.append([s, e])
         return hits
 
-    from opclaim.synth.scenario import _dx_codes
     from opclaim.synth.terse import SYNONYMS as TERSE_SYNONYMS
 
     out: dict[tuple[str, str], list[list[int]]] = {}
     for d in scenario.done:
         for dx in d.post:  # the claim codes post-operative diagnoses (scenario.icd10_codes)
-            for code in _dx_codes(dx, d):
+            for code in dx.for_side(d.side, d.digit, d.lid):  # as scenario.icd10_codes codes it
                 out.setdefault(("icd10", code), where([dx.words, dx.terse]))
         names = [d.proc.name, *SYNONYMS.get(d.proc.cpt, []), *TERSE_SYNONYMS.get(d.proc.cpt, [])]
         out.setdefault(("cpt", d.proc.cpt), where(names))
