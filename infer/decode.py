@@ -108,10 +108,22 @@ def _prefill(model, prompts: list[list[int]], min_shared: int = MIN_SHARED):
     return torch.stack(logits), Cache(layers=layers)
 
 
+def chosen_probs(raw: torch.Tensor, processed: torch.Tensor, nxt: torch.Tensor):
+    """Probabilities of the chosen tokens [B] under the decoding distribution (`processed`: penalty
+    and grammar mask applied, softmax renormalises over the allowed tokens) and under the model's
+    own distribution (`raw` logits)."""
+    idx = nxt.clamp(min=0)[:, None]
+    p = torch.softmax(processed.float(), -1).gather(1, idx)[:, 0]
+    p_model = torch.softmax(raw.float(), -1).gather(1, idx)[:, 0]
+    return p, p_model
+
+
 def greedy(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids, pad_id: int,
-           processors=()) -> torch.Tensor:
+           processors=(), probs: list | None = None) -> torch.Tensor:
     """New tokens [B, T] (T <= max_new_tokens), pad after a row's stop token, as generate() returns.
-    `processors` are HF-style callables (input_ids [B, t], scores [B, V]) -> scores."""
+    `processors` are HF-style callables (input_ids [B, t], scores [B, V]) -> scores.
+    `probs`, when a list, receives two tensors [B, T]: each chosen token's probability under the
+    decoding distribution and under the model's raw distribution (decode.chosen_probs)."""
     n = len(prompts)
     width = max(len(p) for p in prompts)
     lengths = torch.tensor([len(p) for p in prompts])
@@ -124,11 +136,17 @@ def greedy(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids, pa
     scores, cache = _prefill(model, prompts)
     finished = torch.zeros(n, dtype=torch.bool)
     rows = torch.arange(n)  # cache row r holds batch row rows[r]
+    steps_p, steps_pm = [], []
     for t in range(max_new_tokens):
+        raw = scores.clone() if probs is not None else None  # the grammar masks in place
         for proc in processors:
             scores = proc(ids[:, :width + t], scores)
         nxt = torch.where(finished, pad_id, scores.argmax(-1))
         ids[:, width + t] = nxt
+        if probs is not None:
+            p, pm = chosen_probs(raw, scores, nxt)
+            steps_p.append(p)
+            steps_pm.append(pm)
         finished |= torch.isin(nxt, stops)
         if bool(finished.all()) or t == max_new_tokens - 1:
             break
@@ -140,4 +158,6 @@ def greedy(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids, pa
                     attention_mask=mask[rows, :width + t + 1], past_key_values=cache, use_cache=True)
         scores = scores.clone()
         scores[rows] = out.logits[:, -1].float()
+    if probs is not None:
+        probs[:] = [torch.stack(steps_p, 1), torch.stack(steps_pm, 1)]
     return ids[:, width:width + t + 1]

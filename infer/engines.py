@@ -51,10 +51,15 @@ class PaddingAwareRepetitionPenalty:
 
 def generate_batch(loaded: Loaded, prompts_text: list[str], *, max_new_tokens: int = STUDY["max_new_tokens"],
                    repetition_penalty: float = STUDY["repetition_penalty"], processor_factory=None,
-                   decoder: str = "loop") -> tuple[list[str], list[bool]]:
+                   decoder: str = "loop", token_probs: list | None = None) -> tuple[list[str], list[bool]]:
     """Greedy outputs for one batch of prompts (left-padded), and whether each ran out of new
     tokens before its stop token. Text from the stop token on is cut. `decoder="generate"` is
-    HF generate(), the study's call; models the loop does not support use it too."""
+    HF generate(), the study's call; models the loop does not support use it too.
+
+    `token_probs`, when a list, receives per row the generated tokens up to the stop token as
+    (start, end, p, p_model, token id): character offsets in the returned text, the token's probability under
+    the decoding distribution (repetition penalty and, when constrained, the grammar mask,
+    renormalised over the allowed tokens) and under the model's raw distribution."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -70,21 +75,52 @@ def generate_batch(loaded: Loaded, prompts_text: list[str], *, max_new_tokens: i
     with torch.inference_mode():
         if decoder == "loop" and decode.supported(model):
             prompts_ids = [ids[n:] for ids, n in zip(enc["input_ids"].tolist(), pad_lengths.tolist(), strict=True)]
+            probs = [] if token_probs is not None else None
             new = decode.greedy(model, prompts_ids, max_new_tokens=max_new_tokens, stop_ids=loaded.stop_ids,
-                                pad_id=pad_id, processors=procs)
+                                pad_id=pad_id, processors=procs, probs=probs)
         else:
             gen = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                    eos_token_id=list(loaded.stop_ids), pad_token_id=pad_id,
                                    bos_token_id=tok.bos_token_id)
-            out = model.generate(**enc, generation_config=gen, logits_processor=LogitsProcessorList(procs))
-            new = out[:, enc["input_ids"].shape[1]:]
+            scored = token_probs is not None
+            # generate() keeps the tensor it processes as the raw logits; the grammar masks in place
+            chain = [lambda _ids, s: s.clone(), *procs] if scored else procs
+            out = model.generate(**enc, generation_config=gen, logits_processor=LogitsProcessorList(chain),
+                                 return_dict_in_generate=scored, output_scores=scored, output_logits=scored)
+            if scored:
+                new = out.sequences[:, enc["input_ids"].shape[1]:]
+                probs = [torch.stack(x, 1) for x in zip(*(decode.chosen_probs(r, s, new[:, t])
+                         for t, (r, s) in enumerate(zip(out.logits, out.scores, strict=True))), strict=True)]
+            else:
+                new = out[:, enc["input_ids"].shape[1]:]
     texts, truncated = [], []
     stops = set(loaded.stop_ids)
     for row in new.tolist():
         cut = next((i for i, t in enumerate(row) if t in stops), None)
         truncated.append(cut is None)
         texts.append(tok.decode(row[:cut], skip_special_tokens=False))
+    if token_probs is not None:
+        token_probs[:] = [token_offsets(tok, row[:cut], text, p.tolist(), pm.tolist())
+                          for row, cut, text, p, pm in zip(new.tolist(), _cuts(new.tolist(), stops), texts,
+                                                          probs[0], probs[1], strict=True)]
     return texts, truncated
+
+
+def _cuts(rows, stops):
+    return [next((i for i, t in enumerate(row) if t in stops), None) for row in rows]
+
+
+def token_offsets(tok, ids: list[int], text: str, p: list[float], p_model: list[float]) -> list[tuple]:
+    """(start, end, p, p_model, id) per generated token: a token's characters are what decoding the
+    ids up to it adds to the text (decoding each token alone would lose the tokenizer's spacing)."""
+    out, prev = [], 0
+    for i in range(len(ids)):
+        end = len(tok.decode(ids[:i + 1], skip_special_tokens=False)) if i + 1 < len(ids) else len(text)
+        end = max(prev, min(end, len(text)))
+        pm = None if p_model[i] is None else float(p_model[i])
+        out.append((prev, end, float(p[i]), pm, int(ids[i])))
+        prev = end
+    return out
 
 
 class HFEngine:
@@ -98,15 +134,19 @@ class HFEngine:
         self.loaded, self.repetition_penalty, self.grammar = loaded, repetition_penalty, grammar
         self.decoder = decoder
         self.context = loaded.context
+        self.last_token_probs: list = []
 
     def count_tokens(self, text: str) -> int:
         return len(self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, prompts_text: list[str], max_new_tokens: int):
+        """(texts, ran_out_of_tokens); the rows' token probabilities are left in `last_token_probs`
+        (engines.token_offsets rows) for per-code confidence (eval.confidence)."""
+        self.last_token_probs = []
         return generate_batch(self.loaded, prompts_text, max_new_tokens=max_new_tokens,
                               repetition_penalty=self.repetition_penalty,
                               processor_factory=self.grammar.processor if self.grammar else None,
-                              decoder=self.decoder)
+                              decoder=self.decoder, token_probs=self.last_token_probs)
 
 
 # ---------------------------------------------------------------- vLLM
@@ -137,8 +177,25 @@ class VllmEngine:
         self.loaded, self.ebnf, self.repetition_penalty = loaded, ebnf, repetition_penalty
         self.tokenizer = loaded.tokenizer
         self.context = loaded.context
+        # GPU-only and untested here: per-token logprobs are the processed ones (after penalties
+        # and the grammar's bitmask), the counterpart of HFEngine's `p`; vLLM gives no raw
+        # distribution in the same run, so `p_model` stays null. Older vLLM without
+        # `logprobs_mode` returns raw logprobs: then `p` is the model's own, stated by `masked`
+        # being false in the rows.
+        kwargs = {}
+        try:
+            import inspect
+
+            from vllm.engine.arg_utils import EngineArgs
+
+            if "logprobs_mode" in inspect.signature(EngineArgs).parameters:
+                kwargs["logprobs_mode"] = "processed_logprobs"
+        except (ImportError, TypeError, ValueError):
+            pass
+        self.processed = bool(kwargs)
+        self.last_token_probs: list = []
         self.llm = LLM(model=str(model_dir), tensor_parallel_size=tensor_parallel, trust_remote_code=False,
-                       max_model_len=self.context or None, seed=0)
+                       max_model_len=self.context or None, seed=0, **kwargs)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -147,7 +204,7 @@ class VllmEngine:
         from vllm import SamplingParams
 
         kwargs = {"temperature": 0.0, "max_tokens": max_new_tokens, "repetition_penalty": self.repetition_penalty,
-                  "stop_token_ids": list(self.loaded.stop_ids), "skip_special_tokens": False}
+                  "stop_token_ids": list(self.loaded.stop_ids), "skip_special_tokens": False, "logprobs": 0}
         if self.ebnf:
             try:  # vllm >= 0.10: structured outputs; earlier: guided decoding
                 from vllm.sampling_params import StructuredOutputsParams
@@ -167,4 +224,17 @@ class VllmEngine:
                                  self.sampling_params(max_new_tokens), use_tqdm=False)
         texts = [o.outputs[0].text for o in outs]
         truncated = [o.outputs[0].finish_reason == "length" for o in outs]
+        self.last_token_probs = []
+        for o, text in zip(outs, texts, strict=True):
+            import math
+
+            gen = o.outputs[0]
+            stops = set(self.loaded.stop_ids)
+            ids = [t for t in gen.token_ids if t not in stops]
+            lps = [(step or {}).get(t) for step, t in zip(gen.logprobs or [], ids, strict=False)]
+            if len(lps) != len(ids) or any(x is None for x in lps):
+                self.last_token_probs.append(None)  # no logprobs for some token: no confidence
+                continue
+            p = [math.exp(x.logprob) for x in lps]
+            self.last_token_probs.append(token_offsets(self.tokenizer, ids, text, p, [None] * len(ids)))
         return texts, truncated

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from eval import confidence
 from infer import output
 from infer.engines import STUDY
 from infer.output import FLAG_CAPPED, FLAG_TOO_LONG, FLAG_TRUNCATED
@@ -80,7 +81,8 @@ def _run_locked(cases, prompts_text, engine, out: Path, config: dict, cases_id, 
             texts, truncated = engine.generate([prompts_text[i] for i in idx], budget)
             # Amortised per-case cost: the batch's wall time shared by its cases.
             latency = round((time.perf_counter() - t0) / len(idx), 4)
-            for i, text, cut in zip(idx, texts, truncated, strict=False):
+            token_probs = getattr(engine, "last_token_probs", None) or [None] * len(idx)
+            for i, text, cut, tp in zip(idx, texts, truncated, token_probs, strict=False):
                 flags = []
                 if cut:
                     flags.append(FLAG_TRUNCATED)
@@ -91,6 +93,9 @@ def _run_locked(cases, prompts_text, engine, out: Path, config: dict, cases_id, 
                 row = {"id": cases[i].id, "config": label, "output": text, "latency_s": latency}
                 if flags:
                     row["flags"] = flags
+                if tp is not None:
+                    row["confidence"] = confidence.score_output(
+                        text, tp, masked=constrained and getattr(engine, "processed", True))
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 have[row["id"]] = row
             fh.flush()

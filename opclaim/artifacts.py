@@ -42,6 +42,7 @@ class Artifact:
 
     KIND: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
+    READS: ClassVar[tuple[int, ...]] = ()  # older versions still read as this one (a superset)
     FILE: ClassVar[str | None] = None
     PRIVATE: ClassVar[bool] = False  # 0600 when the file may name cases
 
@@ -163,7 +164,7 @@ def parse(cls: type[Artifact], d, path=None) -> Artifact:
     if version > cls.VERSION:
         raise InputError(f"schema version {version} is newer than this opclaim reads ({cls.VERSION}); "
                          "upgrade opclaim", file=path, field=SCHEMA_FIELD)
-    if version != cls.VERSION:
+    if version != cls.VERSION and version not in cls.READS:
         raise InputError(f"schema version {version} is not supported (this opclaim reads {cls.VERSION})",
                          file=path, field=SCHEMA_FIELD)
     return cls.from_dict(d, path)
@@ -364,7 +365,8 @@ class InferRun(Artifact):
     configuration compared wholesale on resume; `complete` is true once PRED is final."""
 
     KIND: ClassVar[str] = "infer-run"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3  # 3: rows may carry `confidence` (eval/confidence.py)
+    READS: ClassVar[tuple[int, ...]] = (2,)  # version 2 rows are version 3 rows without it
 
     config: dict
     cases: CasesIdentity
@@ -382,18 +384,22 @@ class InferRun(Artifact):
 @dataclass
 class PredictionRow:
     """One line of PRED, PRED.partial and PRED.rankN-of-M (JSONL, no schema field per line: the
-    run record's schema covers them)."""
+    run record's schema covers them). `confidence` (infer-run version 3, optional): per-code
+    scores from the decoding, layout in eval/confidence.py."""
 
     id: str
     config: str
     output: str
     latency_s: float
     flags: list = field(default_factory=list)
+    confidence: dict | None = None
 
     def to_dict(self) -> dict:
         d = {"id": self.id, "config": self.config, "output": self.output, "latency_s": self.latency_s}
         if self.flags:
             d["flags"] = list(self.flags)
+        if self.confidence is not None:
+            d["confidence"] = self.confidence
         return d
 
     @classmethod

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "infer.cli",
     "opclaim.commands.bundle",
     "opclaim.commands.serve",
+    "opclaim.commands.calibrate",
 ]
 
 

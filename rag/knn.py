@@ -11,6 +11,7 @@ the predicted claim when its weighted share of the neighbours reaches the thresh
 A claim always keeps at least its top diagnosis and its surgeon's top CPT code.
 Provider names and line descriptions are copied from the nearest neighbour that has them.
 k and t are chosen on a validation file by the mean of the ICD, CPT and modifier F1s.
+Each code's vote share is its confidence (the row's `confidence` field, eval/confidence.py).
 """
 
 from __future__ import annotations
@@ -43,8 +44,16 @@ def _top(scores: dict, t: float, keep_one: bool) -> list:
 
 def vote(neighbours: list[tuple[Claim, float]], threshold: float) -> Claim:
     """Combine (claim, weight) pairs, nearest first, into one predicted claim."""
+    return vote_scored(neighbours, threshold)[0]
+
+
+def vote_scored(neighbours: list[tuple[Claim, float]], threshold: float) -> tuple[Claim, dict]:
+    """The voted claim and its per-code confidence (eval/confidence.py layout, method "knn_vote"):
+    a code's score is its vote share (ICD: share of the weight; CPT: share in its provider
+    position; modifier: share of the weight that billed the code with that modifier)."""
+    shares: list[dict] = []
     if not neighbours:
-        return Claim()
+        return Claim(), {"method": "knn_vote", "masked": False, "codes": shares}
     weights = np.array([max(w, 0.0) for _, w in neighbours])
     if weights.sum() <= 0:  # all orthogonal or opposite: fall back to equal votes
         weights = np.ones(len(neighbours))
@@ -55,6 +64,8 @@ def vote(neighbours: list[tuple[Claim, float]], threshold: float) -> Claim:
         for code in claim.icd10_set():
             icd[code] += w
     icd_codes = _top(icd, threshold, keep_one=True)
+    shares += [{"system": "icd10", "code": c, "line": None, "p": round(float(icd[c]), 6)} for c in icd_codes]
+    line_no = 0
 
     providers = []
     n_pos = max(len(c.providers) for c, _ in neighbours)
@@ -75,9 +86,14 @@ def vote(neighbours: list[tuple[Claim, float]], threshold: float) -> Claim:
             continue
         lines = [Line(c, [m for m in sorted(mods[c], key=lambda m: -mods[c][m])
                           if mods[c][m] >= 0.5 * cpt[c] - 1e-9], desc[c]) for c in codes]
+        for ln in lines:
+            shares.append({"system": "cpt", "code": ln.cpt, "line": line_no, "p": round(float(cpt[ln.cpt]), 6)})
+            shares += [{"system": "modifiers", "code": f"{ln.cpt}-{m}", "line": line_no,
+                        "p": round(float(mods[ln.cpt][m] / cpt[ln.cpt]), 6)} for m in ln.modifiers]
+            line_no += 1
         first = present[0][0]
         providers.append(Provider(first.name, first.role, lines))
-    return Claim(icd_codes, providers)
+    return Claim(icd_codes, providers), {"method": "knn_vote", "masked": False, "codes": shares}
 
 
 def predict_rows(retriever, notes: list[str], k: int, exclude_ids=None):
@@ -137,10 +153,10 @@ def predict(retriever, cases: list[Case], params: KnnParams, *, fmt_markers=None
         batch = cases[start:start + batch_size]
         t0 = time.perf_counter()
         hits = predict_rows(retriever, [c.note for c in batch], params.k, [c.id for c in batch])
-        claims = [vote([(retriever.claims[r], w) for r, w in h], params.threshold) for h in hits]
+        voted = [vote_scored([(retriever.claims[r], w) for r, w in h], params.threshold) for h in hits]
         per_case = (time.perf_counter() - t0) / len(batch)
-        for c, claim in zip(batch, claims, strict=True):
+        for c, (claim, conf) in zip(batch, voted, strict=True):
             yield {"id": c.id, "config": "knn", "output": render_target(claim, markers),
-                   "latency_s": round(per_case, 5)}
+                   "latency_s": round(per_case, 5), "confidence": conf}
         bar.update(len(batch))
     bar.close()

@@ -258,7 +258,7 @@ def test_other_cases_file_is_refused_unless_force_new(tiny_phi3_dir, tmp_path, c
     write_cases(tmp_path / "edited.jsonl", edited)
     assert main(_infer_cmd(tiny_phi3_dir, tmp_path / "a.jsonl", out)[1:]) == 0
     run = json.loads((tmp_path / "preds.jsonl.run.json").read_text())
-    assert run["schema"] == "opclaim.infer-run/2" and run["cases"]["n"] == 3
+    assert run["schema"] == "opclaim.infer-run/3" and run["cases"]["n"] == 3
     before = out.read_bytes()
     capsys.readouterr()
     for other, what in (("subset.jsonl", "a different number of cases"), ("edited.jsonl", "the same ids")):

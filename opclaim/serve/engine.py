@@ -49,9 +49,14 @@ def _cpt_descriptions(text: str) -> dict[str, str]:
     return {ln.cpt: ln.description for p in claim.providers for ln in p.lines if ln.description}
 
 
-def claim_from_output(text: str) -> tuple[dict, list[dict]]:
+def claim_from_output(text: str, confidence: dict | None = None) -> tuple[dict, list[dict]]:
     """(claim dict, code rows) from one model output. Malformed codes are dropped; codes that
-    parse but are not billable/known stay, marked valid=False, so the coder sees them."""
+    parse but are not billable/known stay, marked valid=False, so the coder sees them.
+    `confidence` (eval/confidence.py, from the decoding) fills each row's confidence: the code's
+    token-probability product (uncalibrated; a CPT row's is its code's best line)."""
+    from eval.confidence import code_scores
+
+    scores = code_scores(confidence)
     from eval.extract import extract
     from opclaim.claim import Claim
     from opclaim.codes import icd10_description, is_billable_icd10
@@ -73,14 +78,26 @@ def claim_from_output(text: str) -> tuple[dict, list[dict]]:
             except InputError:
                 pass
     rows = [{"system": "icd10", "code": c, "description": icd10_description(c),
-             "valid": is_billable_icd10(c), "modifiers": None, "confidence": None, "route": None,
-             "evidence": None} for c in claim["icd10"]]
+             "valid": is_billable_icd10(c), "modifiers": None, "confidence": scores["icd10"].get(c),
+             "route": None, "evidence": None} for c in claim["icd10"]]
     for p in claim["providers"]:
         for ln in p["lines"]:
             rows.append({"system": "cpt", "code": ln["cpt"], "description": ln.get("description") or None,
                          "valid": True, "modifiers": ln["modifiers"], "provider": p["name"],
-                         "confidence": None, "route": None, "evidence": None})
+                         "confidence": scores["cpt"].get(ln["cpt"]), "route": None, "evidence": None})
     return claim, rows
+
+
+def add_evidence(note: str, claim: dict, rows: list[dict]) -> None:
+    """Each row's evidence: the note sentence that best supports the code (eval/evidence.py,
+    BM25 against the code's description; character offsets), [] when none reaches the floor."""
+    from eval import evidence
+
+    found = evidence.find(note, claim, "bm25")
+    for r in rows:
+        ev = found.get((r["system"], r["code"]))
+        if ev is not None:
+            r["evidence"] = [] if ev["no_evidence"] else [{"start": s, "end": e} for s, e in ev["spans"]]
 
 
 class Engine:
@@ -132,27 +149,31 @@ class Engine:
     def generate(self, notes: list[str]) -> list[Suggestion]:
         """One batch, as `opclaim infer` decodes it: greedy, study settings, budget capped by the
         context, too-long prompts answered empty with a flag."""
+        from eval import confidence
         from infer import output, run
 
         t0 = time.perf_counter()
         texts = self.render(notes)
         lengths = [self._engine.count_tokens(p) for p in texts]
         ok = [i for i, n in enumerate(lengths) if not (self.context and n >= self.context)]
-        outs = {i: ("", [output.FLAG_TOO_LONG]) for i in range(len(notes)) if i not in ok}
+        outs = {i: ("", [output.FLAG_TOO_LONG], None) for i in range(len(notes)) if i not in ok}
         if ok:
             longest = max(lengths[i] for i in ok)
             budget = min(self.max_new_tokens, self.context - longest) if self.context else self.max_new_tokens
             gen, cut = self._engine.generate([texts[i] for i in ok], budget)
-            for i, t, c in zip(ok, gen, cut, strict=True):
+            probs = getattr(self._engine, "last_token_probs", None) or [None] * len(ok)
+            for i, t, c, tp in zip(ok, gen, cut, probs, strict=True):
                 if c and self.constrained:
                     t = run.trim_incomplete(t)  # never half a code
                 flags = ([output.FLAG_TRUNCATED] if c else []) + ([output.FLAG_CAPPED] if budget < self.max_new_tokens else [])
-                outs[i] = (t, flags)
+                conf = None if tp is None else confidence.score_output(t, tp, masked=self.constrained)
+                outs[i] = (t, flags, conf)
         latency = round(time.perf_counter() - t0, 4)
         result = []
         for i in range(len(notes)):
-            text, flags = outs[i]
-            claim, rows = claim_from_output(text)
+            text, flags, conf = outs[i]
+            claim, rows = claim_from_output(text, conf)
+            add_evidence(notes[i], claim, rows)
             result.append(Suggestion(claim, rows, text, flags, latency, len(notes)))
         return result
 
