@@ -570,6 +570,8 @@ class EvalMetrics(Artifact):
         out: dict[str, list] = {}
         for key, block in self.configs.items():
             gold, sep, cfg = key.rpartition("/")
+            if not sep and len(self.gold_sets) == 1:  # one gold set: eval keys blocks by config alone
+                gold, sep, cfg = next(iter(self.gold_sets)), "/", key
             if not sep or not isinstance(block, dict):
                 raise InputError("configuration key is not GOLD/CONFIG", file=self.FILE, field=f"configs.{key}")
             out.setdefault(gold, []).append((cfg, block))

@@ -177,3 +177,11 @@ def test_train_finished_for_shell_scripts(tmp_path, capsys):
     (tmp_path / "opclaim_run.json").write_text(json.dumps({**doc, "schema": "opclaim.train-run/99"}))
     assert A.main(["train-finished", str(tmp_path)]) == 2
     assert "newer" in capsys.readouterr().err
+
+
+def test_a_one_gold_set_eval_keys_blocks_by_configuration_alone():
+    m = A.EvalMetrics(gold_sets={"test": {"n_cases": 2}}, configs={"finetuned": {"cpt": {}}})
+    assert m.blocks() == {"test": [("finetuned", {"cpt": {}})]}
+    two = A.EvalMetrics(gold_sets={"a": {}, "b": {}}, configs={"finetuned": {}})
+    with pytest.raises(InputError, match="GOLD/CONFIG"):
+        two.blocks()
