@@ -157,6 +157,17 @@ def refuse_fitted_cases(cal: Calibration, ids, path=None) -> None:
                          "and apply it to other cases", file=path, field="--calibration")
 
 
+def save_figure(fig, path, title: str = "") -> None:
+    """Title, tight layout, PNG at 96 dpi, closed: how every confidence plot is written."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=96)
+    plt.close(fig)
+
+
 def reliability_png(path, scored_before: dict, scored_after: dict | None, title: str = "") -> None:
     """Reliability diagram per system: accuracy per score bin, before (and after) calibration."""
     import matplotlib
@@ -183,8 +194,4 @@ def reliability_png(path, scored_before: dict, scored_after: dict | None, title:
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8, loc="upper left")
     axes[0].set_ylabel("share correct", fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=96)
-    plt.close(fig)
+    save_figure(fig, path, title)

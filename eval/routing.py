@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from eval.calibrate import pairs
+from eval.calibrate import pairs, save_figure
 from eval.confidence import SYSTEMS
 
 TARGET = 0.95
@@ -202,8 +202,4 @@ def curve_png(path, curves: dict, title: str = "") -> None:
         if any(per.get(s) for per in curves.values()):
             ax.legend(fontsize=8, loc="lower left")
     axes[0].set_ylabel("precision of auto codes", fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=96)
-    plt.close(fig)
+    save_figure(fig, path, title)
