@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infer.engines import DECODERS
+from infer.engines import DECODERS, REPETITION_SCOPES
 from opclaim.cli import verb
 from opclaim.errors import InputError
 
@@ -34,11 +34,16 @@ def add_infer_arguments(p) -> None:
                    help="start --out over (deletes its rows) instead of refusing another cases file or setup")
     p.add_argument("--rag-index", help="index folder from `opclaim rag build` (rag mode)")
     p.add_argument("--k", type=int, default=2, help="example claims per RAG prompt (study: 2)")
+    p.add_argument("--allow-mode-mismatch", action="store_true",
+                   help="run weights in a prompt mode (or k) other than the one they were trained with")
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (1 = the study's loop)")
     p.add_argument("--decoder", choices=DECODERS, default="loop",
                    help="hf engine: loop drops finished rows from the batch (infer.decode); generate is HF generate()")
     p.add_argument("--max-new-tokens", type=int, default=512, help="study: 512")
     p.add_argument("--repetition-penalty", type=float, default=1.1, help="study: 1.1")
+    p.add_argument("--repetition-scope", choices=REPETITION_SCOPES, default="prompt",
+                   help="tokens the penalty sees: prompt = prompt and generated, as HF generate and the study; "
+                   "generated = generated tokens only (lets a RAG model copy its examples); off")
     p.add_argument("--load-4bit", action="store_true", help="load the base in nf4 (bitsandbytes), as the study")
     p.add_argument("--constrain", action="store_true", help="decode with the claim grammar: only listed codes")
     p.add_argument("--icd-ref", help="ICD-10-CM list (one per line) instead of all billable CMS codes")
@@ -117,6 +122,15 @@ def _check_inputs(args):
     check_model_dir(args.model)
     if args.adapter and not Path(args.adapter).is_dir():
         raise InputError("adapter folder not found", file=args.adapter)
+    if args.k < 1:
+        raise InputError("must be >= 1", field="--k")
+    if args.engine == "vllm" and args.repetition_scope == "generated":
+        raise InputError("vLLM's repetition penalty always sees the prompt: use --repetition-scope prompt "
+                         "or off with --engine vllm", field="--repetition-scope")
+    from infer.loading import check_mode, trained_mode
+
+    trained = (trained_mode(Path(args.adapter)) if args.adapter else None) or trained_mode(Path(args.model))
+    check_mode(trained, args.mode, args.k, allow=args.allow_mode_mismatch)
     return cases
 
 
@@ -139,6 +153,10 @@ def prepare(args):
               **loaded.info, "num_beams": 1, "do_sample": False,
               "repetition_penalty": args.repetition_penalty, "max_new_tokens": args.max_new_tokens,
               "engine": args.engine, "constrain": None}
+    if args.repetition_scope != "prompt":  # absent = the study's (older records stay resumable)
+        config["repetition_scope"] = args.repetition_scope
+    if args.allow_mode_mismatch:
+        config["mode_mismatch_allowed"] = True
     retriever = None
     if args.mode == "rag":
         from rag.retrieve import Retriever
@@ -160,11 +178,12 @@ def prepare(args):
         else:
             config["constrain"] = lists.digest()
     if engine_cls is not None:
+        penalty = 1.0 if args.repetition_scope == "off" else args.repetition_penalty
         engine = engine_cls(args.model, loaded, tensor_parallel=args.tensor_parallel,
-                            repetition_penalty=args.repetition_penalty, ebnf=ebnf)
+                            repetition_penalty=penalty, ebnf=ebnf)
     else:
         engine = HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar,
-                          decoder=args.decoder)
+                          decoder=args.decoder, repetition_scope=args.repetition_scope)
     return cases, prompts_text, engine, config, output.cases_identity(cases, args.cases)
 
 

@@ -18,22 +18,33 @@ from opclaim.errors import InputError
 # The study's decoding settings.
 STUDY = {"num_beams": 1, "do_sample": False, "repetition_penalty": 1.1, "max_new_tokens": 512}
 DECODERS = ("loop", "generate")  # loop: infer.decode (drops finished rows); generate: HF generate()
+# What the repetition penalty sees: prompt = every input token, prompt included (HF generate, the
+# study); generated = only the tokens written so far (a RAG prompt's example codes stay copyable);
+# off = no penalty.
+REPETITION_SCOPES = ("prompt", "generated", "off")
 
 
 # ---------------------------------------------------------------- transformers
 class PaddingAwareRepetitionPenalty:
-    """The study's repetition penalty (HF's formula) that ignores left padding.
+    """The study's repetition penalty (HF's formula) that ignores left padding, over the prompt and
+    the generated tokens (scope "prompt", as HF) or the generated tokens only (scope "generated").
 
     HF's RepetitionPenaltyLogitsProcessor also penalises the pad token in padded rows; with
     pad == eos that delays the stop in a batch but not alone, so batched and one-at-a-time
-    outputs would differ. Pad positions are replaced by a token already in the row (penalising
-    a token twice is the same as once)."""
+    outputs would differ. Each row's seen tokens are gathered into a [B, V] mask instead, so
+    padding (and, for "generated", the prompt) is never counted; a token seen twice is penalised
+    once, as in HF."""
 
-    def __init__(self, penalty: float, pad_lengths):
+    def __init__(self, penalty: float, pad_lengths, *, scope: str = "prompt", prompt_width: int | None = None):
         import torch
 
-        self.penalty = penalty
+        if scope not in REPETITION_SCOPES:
+            raise InputError(f"unknown repetition scope {scope!r}; known: {', '.join(REPETITION_SCOPES)}",
+                             field="--repetition-scope")
+        self.penalty = 1.0 if scope == "off" else penalty
         self.pad = torch.as_tensor(pad_lengths)
+        self.scope = scope
+        self.prompt_width = prompt_width  # the padded prompt's length: new tokens start there
 
     def __call__(self, input_ids, scores):
         import torch
@@ -41,17 +52,24 @@ class PaddingAwareRepetitionPenalty:
         if self.penalty == 1.0:
             return scores
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
-        padded = pos[None, :] < self.pad.to(input_ids.device)[:, None]
-        first = input_ids.gather(1, self.pad.to(input_ids.device)[:, None].clamp(max=input_ids.shape[1] - 1))
-        ids = torch.where(padded, first, input_ids)
-        score = scores.gather(1, ids)
-        score = torch.where(score < 0, score * self.penalty, score / self.penalty)
-        return scores.scatter(1, ids, score)
+        start = self.pad.to(input_ids.device)[:, None]
+        if self.scope == "generated":
+            start = torch.full_like(start, self.prompt_width)
+        seen = pos[None, :] >= start
+        if not bool(seen.any()):
+            return scores
+        vocab = scores.shape[1]
+        mask = torch.zeros(scores.shape[0], vocab + 1, dtype=torch.bool, device=scores.device)
+        mask.scatter_(1, torch.where(seen, input_ids, vocab), True)  # unseen positions -> a spare column
+        mask = mask[:, :vocab]
+        penalised = torch.where(scores < 0, scores * self.penalty, scores / self.penalty)
+        return torch.where(mask, penalised, scores)
 
 
 def generate_batch(loaded: Loaded, prompts_text: list[str], *, max_new_tokens: int = STUDY["max_new_tokens"],
                    repetition_penalty: float = STUDY["repetition_penalty"], processor_factory=None,
-                   decoder: str = "loop", token_probs: list | None = None) -> tuple[list[str], list[bool]]:
+                   decoder: str = "loop", token_probs: list | None = None,
+                   repetition_scope: str = "prompt") -> tuple[list[str], list[bool]]:
     """Greedy outputs for one batch of prompts (left-padded), and whether each ran out of new
     tokens before its stop token. Text from the stop token on is cut. `decoder="generate"` is
     HF generate(), the study's call; models the loop does not support use it too.
@@ -68,7 +86,8 @@ def generate_batch(loaded: Loaded, prompts_text: list[str], *, max_new_tokens: i
     tok, model = loaded.tokenizer, loaded.model
     enc = tok(prompts_text, add_special_tokens=False, padding=True, return_tensors="pt")
     pad_lengths = (enc["attention_mask"] == 0).sum(dim=1)
-    procs = [PaddingAwareRepetitionPenalty(repetition_penalty, pad_lengths)]
+    procs = [PaddingAwareRepetitionPenalty(repetition_penalty, pad_lengths, scope=repetition_scope,
+                                           prompt_width=enc["input_ids"].shape[1])]
     if processor_factory is not None:
         procs.append(processor_factory(len(prompts_text)))  # the grammar mask goes last
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else loaded.stop_ids[0]
@@ -130,9 +149,9 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, loaded: Loaded, *, repetition_penalty: float = STUDY["repetition_penalty"], grammar=None,
-                 decoder: str = "loop"):
+                 decoder: str = "loop", repetition_scope: str = "prompt"):
         self.loaded, self.repetition_penalty, self.grammar = loaded, repetition_penalty, grammar
-        self.decoder = decoder
+        self.decoder, self.repetition_scope = decoder, repetition_scope
         self.context = loaded.context
         self.last_token_probs: list = []
 
@@ -146,7 +165,8 @@ class HFEngine:
         return generate_batch(self.loaded, prompts_text, max_new_tokens=max_new_tokens,
                               repetition_penalty=self.repetition_penalty,
                               processor_factory=self.grammar.processor if self.grammar else None,
-                              decoder=self.decoder, token_probs=self.last_token_probs)
+                              decoder=self.decoder, token_probs=self.last_token_probs,
+                              repetition_scope=self.repetition_scope)
 
 
 # ---------------------------------------------------------------- vLLM

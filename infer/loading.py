@@ -23,6 +23,7 @@ class Loaded:
     fmt: object  # prompts.PromptFormat
     stop_ids: list[int]
     info: dict = field(default_factory=dict)  # what identifies the weights, for the run config
+    trained: dict | None = None  # {"prompt_mode", "k", "from"} of the weights' training run, when recorded
 
     @property
     def context(self) -> int:
@@ -37,6 +38,36 @@ def trained_format(folder: Path) -> str | None:
         return merged.prompt_format
     run = artifacts.load_optional(artifacts.TrainRun, folder)
     return run.prompt_format if run is not None else None
+
+
+def trained_mode(folder: Path) -> dict | None:
+    """The prompt mode (and RAG k) a folder's weights were trained with, from its training run record
+    (an adapter's own, or the copy a merged model carries); None when there is no record."""
+    run = artifacts.load_optional(artifacts.TrainRun, folder)
+    if run is None:
+        return None
+    return {"prompt_mode": run.prompt_mode, "k": (run.rag or {}).get("k"), "from": str(Path(folder) / run.FILE)}
+
+
+ALLOWED_MODES = {"finetuned": ("finetuned",), "rag": ("rag",), "mixed": ("finetuned", "rag")}
+
+
+def check_mode(trained: dict | None, mode: str, k: int | None = None, *, allow: bool = False) -> None:
+    """Refuse to run weights in a prompt mode they were not trained on (the prompt would not be the
+    one they learned): a retrieval-tuned model without its examples, a plain fine-tune with them,
+    or another number of examples. Base models (no training record) run in every mode."""
+    if trained is None or allow:
+        return
+    want = ALLOWED_MODES.get(trained["prompt_mode"], (trained["prompt_mode"],))
+    if mode not in want:
+        raise InputError(f"these weights were trained in prompt mode {trained['prompt_mode']} and run in "
+                         f"--mode {' or '.join(want)}, not --mode {mode} (the prompt would not be the one they "
+                         "learned); pass --allow-mode-mismatch to run them anyway", file=trained["from"],
+                         field="prompt_mode")
+    if mode == "rag" and trained.get("k") and k is not None and k != trained["k"]:
+        raise InputError(f"these weights were trained with {trained['k']} example claims per prompt, not "
+                         f"--k {k}; pass --allow-mode-mismatch to run them anyway", file=trained["from"],
+                         field="rag.k")
 
 
 def check_adapter(adapter: str | Path, model) -> Path:
@@ -117,6 +148,7 @@ def load(model_dir: str | Path, adapter: str | Path | None = None, *, load_4bit:
             "load_4bit": load_4bit}
     fmt = prompts.detect_format(tok)
     merged_fmt = trained_format(mdir)  # a merged model keeps its training format
+    trained = trained_mode(mdir)
     if merged_fmt in prompts.FORMATS:
         fmt = prompts.get_format(merged_fmt)
     if adapter:
@@ -124,6 +156,7 @@ def load(model_dir: str | Path, adapter: str | Path | None = None, *, load_4bit:
 
         a = check_adapter(adapter, model)
         trained_fmt = trained_format(a)
+        trained = trained_mode(a) or trained
         if merge and not load_4bit:
             untie_adapted_head(model, a)  # a tied head would carry the merge into the input embeddings
         model = PeftModel.from_pretrained(model, str(a), is_trainable=False)
@@ -133,4 +166,4 @@ def load(model_dir: str | Path, adapter: str | Path | None = None, *, load_4bit:
         if trained_fmt in prompts.FORMATS:
             fmt = prompts.get_format(trained_fmt)
     model.eval()
-    return Loaded(model, tok, fmt, prompts.end_of_claim_ids(fmt, tok), info)
+    return Loaded(model, tok, fmt, prompts.end_of_claim_ids(fmt, tok), info, trained)

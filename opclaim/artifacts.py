@@ -263,7 +263,8 @@ class TrainRun(Artifact):
     marks the run finished. A merged model folder carries a copy (infer/merge.py)."""
 
     KIND: ClassVar[str] = "train-run"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3  # 3: prompt_mode and rag (retrieval-tuned training)
+    READS: ClassVar[tuple[int, ...]] = (2,)  # version 2 runs were all prompt_mode "finetuned"
     FILE: ClassVar[str] = "opclaim_run.json"
 
     prompt_format: str
@@ -287,6 +288,8 @@ class TrainRun(Artifact):
     torch: str | None = None
     config: dict = field(default_factory=dict)  # {"model": ModelArgs, "data": DataArgs, "training": SFTConfig}
     date: str | None = None
+    prompt_mode: str = "finetuned"  # finetuned | rag | mixed (train/rag_data.py)
+    rag: dict | None = None  # index, index_fingerprint, k, distractor_share(_actual), distractors
 
     def __post_init__(self):
         self.data = {k: (v if isinstance(v, SplitCounts) else _nested(SplitCounts, v, None, f"data.{k}"))

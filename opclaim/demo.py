@@ -34,6 +34,12 @@ from opclaim.io import atomic_write, iter_jsonl, read_yaml
 BIN = Path(sys.executable).parent
 GOLDEN = "golden"
 SET_LABELS = {GOLDEN: "golden (hand-written)"}
+# The study's four configurations: the default when a demo config names no `configs:`.
+STUDY_CONFIGS = {"base": {"weights": "base", "mode": "base"}, "rag": {"weights": "base", "mode": "rag"},
+                 "finetuned": {"weights": "tuned", "mode": "finetuned"},
+                 "finetuned+constrained": {"weights": "tuned", "mode": "finetuned", "constrain": True}}
+CONFIG_KEYS = {"weights", "mode", "constrain", "scope", "cases"}
+RAG_TRAINING = ("rag", "mixed")
 
 
 class Demo:
@@ -194,6 +200,9 @@ class Demo:
         inputs = {"recipe": str(recipe), "recipe_sha256": artifacts.sha256_file(recipe),
                   "train_overrides": self.cfg.get("train_overrides") or {},
                   "model": self.fp["model"], "data": self.fp["data"]}
+        if (self.cfg.get("train_overrides") or {}).get("prompt_mode") in RAG_TRAINING:
+            over += ["--rag-index", self.p("rag")]  # retrieval-tuned: the training index of this data
+            inputs["rag"] = self.fp["rag"]
         self.stage("train", "fine-tune (LoRA/QLoRA, CPU recipe)", inputs,
                    [self.p("adapter", "opclaim_run.json")],
                    [BIN / "opclaim", "train", "--config", recipe,
@@ -216,60 +225,138 @@ class Demo:
 
     def golden_configs(self) -> list[str]:
         """LLM configurations scored on the golden set (`golden: {configs: [...]}`; default all)."""
-        return list((self.cfg.get("golden") or {}).get("configs") or ["base", "rag", "finetuned",
-                                                                       "finetuned+constrained"])
+        return list((self.cfg.get("golden") or {}).get("configs") or list(self.configs()))
 
     def set_stage(self, gold: str) -> str:
         return GOLDEN if gold == GOLDEN else "data"
 
-    def runs(self) -> list[tuple[str, str, list, list[str]]]:
-        """(gold set, configuration, infer arguments, stages it depends on) for every LLM run."""
-        base, merged = self.p("models", "base"), self.p("merged")
-        cfgs = {"base": (["--model", base, "--mode", "base"], ["model"]),
-                "rag": (["--model", base, "--mode", "rag", "--rag-index", self.p("rag")], ["model", "rag"]),
-                "finetuned": (["--model", merged, "--mode", "finetuned"], ["merge"]),
-                "finetuned+constrained": (["--model", merged, "--mode", "finetuned", "--constrain",
-                                           "--cpt-ref", self.p("data", "cpt_catalog.txt")], ["merge", "data"])}
+    def configs(self) -> dict[str, dict]:
+        """name -> {weights: base|tuned, mode, constrain, scope, cases} for every LLM configuration
+        (`configs:` in the demo config; default: the study's four)."""
+        cfgs = self.cfg.get("configs") or STUDY_CONFIGS
         if not self.cfg["infer"].get("constrain", True):  # a quicker demo (tests/test_demo.py)
-            del cfgs["finetuned+constrained"]
+            cfgs = {k: v for k, v in cfgs.items() if not v.get("constrain")}
+        for name, c in cfgs.items():
+            bad = sorted(set(c) - CONFIG_KEYS)
+            if bad or c.get("weights") not in ("base", "tuned") or c.get("mode") not in ("base", "rag", "finetuned"):
+                raise InputError("a configuration needs weights base|tuned and mode base|rag|finetuned"
+                                 + (f" (unknown key {bad[0]})" if bad else ""), field=f"configs.{name}")
+        return cfgs
+
+    def scope_of(self, c: dict) -> str:
+        scope = c.get("scope", "prompt")
+        return self.chosen_scope if scope == "val" else scope
+
+    def infer_args(self, c: dict, scope: str) -> tuple[list, list[str]]:
+        """(opclaim infer arguments, stages they depend on) for one configuration."""
+        tuned = c["weights"] == "tuned"
+        args = ["--model", self.p("merged") if tuned else self.p("models", "base"), "--mode", c["mode"]]
+        deps = ["merge"] if tuned else ["model"]
+        if c["mode"] == "rag":
+            args += ["--rag-index", self.p("rag")]
+            deps.append("rag")
+        if c.get("constrain"):
+            args += ["--constrain", "--cpt-ref", self.p("data", "cpt_catalog.txt")]
+            deps.append("data")
+        if scope != "prompt":
+            args += ["--repetition-scope", scope]
+        return args, deps
+
+    def subset(self, gold: str, n: int | None) -> str:
+        """The set a configuration limited to its first n cases is scored on ("test-16"), written once."""
+        path = self.sets()[gold]
+        rows = path.read_text(encoding="utf-8").splitlines()
+        if not n or n >= len(rows):
+            return gold
+        name = f"{gold}-{n}"
+        dst = self.p("data", "subsets", f"{name}.jsonl")
+        if not dst.is_file() or dst.read_text(encoding="utf-8").splitlines() != rows[:n]:
+            with atomic_write(dst, private=True) as fh:  # note text
+                fh.write("\n".join(rows[:n]) + "\n")
+        self.extra_sets[name] = (dst, gold)
+        return name
+
+    def runs(self) -> list[tuple[str, str, list, list[str], str]]:
+        """(gold set, configuration, infer arguments, stages it depends on, scope) for every test-set run."""
         out = []
-        for gold in self.sets():
-            for name, (args, deps) in cfgs.items():
-                if gold == "val" and name != "finetuned":
-                    continue  # val is scored for the val-versus-test gap only
+        for gold in list(self.sets()):
+            if gold == "val":
+                continue  # val: the scope choice (choose_scope)
+            for name, c in self.configs().items():
                 if gold == GOLDEN and name not in self.golden_configs():
                     continue  # long hand-written notes cost most per case: only the configs asked for
-                out.append((gold, name, args, deps))
+                scope = self.scope_of(c)
+                args, deps = self.infer_args(c, scope)
+                out.append((self.subset(gold, c.get("cases")), name, args, deps, scope))
         return out
 
-    def infer(self):
+    def run_infer(self, gold: str, name: str, args: list, deps: list[str], scope: str) -> None:
         i = self.cfg["infer"]
-        for gold, name, args, deps in self.runs():
-            pred = self.p("preds", gold, f"{name}.jsonl")
-            inputs = {"infer": i, "cases": self.fp[self.set_stage(gold)], **{d: self.fp[d] for d in deps}}
-            self.stage(f"infer/{gold}/{name}", f"infer {name} on {gold}", inputs, [pred],
-                       [BIN / "opclaim", "infer", *args, "--cases", self.sets()[gold], "--out", pred,
-                        "--config-name", name, "--batch-size", i["batch_size"],
-                        "--max-new-tokens", i["max_new_tokens"],
-                        "--repetition-penalty", i["repetition_penalty"], "--force-new"])
-        for gold in self.sets():
+        cases_file, base_set = self.extra_sets.get(gold, (self.sets().get(gold), gold))
+        pred = self.p("preds", gold, f"{name}.jsonl")
+        inputs = {"infer": i, "cases": self.fp[self.set_stage(base_set)], "scope": scope,
+                  "n": sum(1 for _ in open(cases_file, encoding="utf-8")), **{d: self.fp[d] for d in deps}}
+        self.stage(f"infer/{gold}/{name}", f"infer {name} on {gold}", inputs, [pred],
+                   [BIN / "opclaim", "infer", *args, "--cases", cases_file, "--out", pred,
+                    "--config-name", name, "--batch-size", i["batch_size"],
+                    "--max-new-tokens", i["max_new_tokens"],
+                    "--repetition-penalty", i["repetition_penalty"], "--force-new"])
+
+    def choose_scope(self) -> None:
+        """The repetition-penalty scope of `scope: val` configurations: each candidate scope of the
+        `scope_choice.config` configuration scored on val, the best CPT F1 (then ICD-10-CM F1) kept."""
+        choice = self.cfg.get("scope_choice") or {}
+        self.chosen_scope = "prompt"
+        name = choice.get("config")
+        if not name:
+            return
+        c = self.configs().get(name)
+        if c is None:
+            raise InputError("names no configuration of configs", field="scope_choice.config")
+        scopes = list(choice.get("scopes") or ["prompt", "generated"])
+        preds = []
+        for scope in scopes:
+            args, deps = self.infer_args(c, scope)
+            self.run_infer("val", f"{name}@{scope}", args, deps, scope)
+            preds.append((scope, self.p("preds", "val", f"{name}@{scope}.jsonl")))
+        out = self.p("scope")
+        self.stage("scope", "choose the repetition scope on val",
+                   {s: self.fp[f"infer/val/{name}@{s}"] for s in scopes}, [out / "metrics.json"],
+                   [BIN / "opclaim", "eval", "--out", out, "--bootstrap", 0, "--gold", f"val={self.sets()['val']}",
+                    *[a for s, p in preds for a in ("--predictions", f"val/{name}@{s}={p}")], "--cpt-ref", self.p("data", "cpt_catalog.txt")],
+                   clear=[out])
+        m = artifacts.load(artifacts.EvalMetrics, out / "metrics.json").blocks()["val"]
+        score = {cfg.rpartition("@")[2]: (b["cpt"]["f1"] or 0.0, b["icd10"]["f1"] or 0.0) for cfg, b in m}
+        self.chosen_scope = max(scopes, key=lambda s: (score[s], -scopes.index(s)))
+        print(f"[demo] repetition scope for {name}: {self.chosen_scope} (val CPT/ICD F1: "
+              + ", ".join(f"{s} {100 * score[s][0]:.1f}/{100 * score[s][1]:.1f}" for s in scopes) + ")", flush=True)
+
+    def infer(self):
+        self.extra_sets: dict[str, tuple[Path, str]] = {}
+        self.choose_scope()
+        for gold, name, args, deps, scope in self.runs():
+            self.run_infer(gold, name, args, deps, scope)
+        for gold in [*self.sets(), *self.extra_sets]:
             if gold == "val":
                 continue
+            cases_file, base_set = self.extra_sets.get(gold, (self.sets().get(gold), gold))
             pred = self.p("preds", gold, "knn.jsonl")
             self.stage(f"knn/{gold}", f"kNN baseline on {gold}",
-                       {"rag": self.fp["rag"], "data": self.fp["data"], "cases": self.fp[self.set_stage(gold)]},
+                       {"rag": self.fp["rag"], "data": self.fp["data"], "cases": self.fp[self.set_stage(base_set)],
+                        "set": gold},
                        [pred],
-                       [BIN / "opclaim", "knn", "--index", self.p("rag"), "--cases", self.sets()[gold],
+                       [BIN / "opclaim", "knn", "--index", self.p("rag"), "--cases", cases_file,
                         "--val", self.p("data", "split", "val.jsonl"), "--out", pred], clear=[pred])
 
     def evaluate(self):
         args = [BIN / "opclaim", "eval", "--out", self.p("report"), "--bootstrap", self.cfg["eval"]["bootstrap"],
                 "--seed", self.cfg["seed"], "--cpt-ref", self.p("data", "cpt_catalog.txt"),
                 "--title", self.cfg.get("title", "opclaim demo: SmolLM2-135M-Instruct on the synthetic benchmark")]
-        for gold, path in self.sets().items():
+        every = {**self.sets(), **{k: v[0] for k, v in self.extra_sets.items()}}
+        for gold, path in every.items():
             args += ["--gold", f"{gold}={path}"]
         preds = {}
-        for gold in self.sets():
+        for gold in every:
             for pred in sorted(self.p("preds", gold).glob("*.jsonl")):
                 args += ["--predictions", f"{gold}/{pred.stem}={pred}"]
                 preds[f"{gold}/{pred.stem}"] = self.fp.get(f"infer/{gold}/{pred.stem}") or self.fp.get(f"knn/{gold}")
@@ -314,6 +401,13 @@ class Demo:
         sizes = f"test and {d['cross_style']} {d['test_eval']} and {d['cross_eval']} cases, val {d['val_eval']}"
         if getattr(self, "has_golden", False):
             sizes += f", golden {sum(1 for _ in iter_jsonl(self.p('golden', 'golden.jsonl')))}"
+        limited = sorted({f"{name} on the first {c['cases']}" for name, c in self.configs().items()
+                          if c.get("cases")})
+        if limited:
+            sizes += "; " + ", ".join(limited) + " cases of each (sets `-N`)"
+        if getattr(self, "chosen_scope", None) and (self.cfg.get("scope_choice") or {}).get("config"):
+            sizes += (f"; repetition-penalty scope of the `scope: val` configurations chosen on val: "
+                      f"{self.chosen_scope}")
         steps = sum(1 for _, _, skipped in self.timings if not skipped)
         text = (f"Measured {time.strftime('%Y-%m-%d')} (commit {commit or 'unknown'}) with "
                 f"`python -m opclaim.demo --config {self.config_name}`: {total_s / 60:.1f} min for the "

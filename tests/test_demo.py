@@ -22,11 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 def _config(tmp_path: Path, golden: Path, max_steps: int) -> Path:
     cfg = {"out": str(tmp_path / "demo"), "seed": 0,
            "data": {"n": 24, "style": "terse", "length": "short", "services": ["Ophthalmology"],
-                    "val_eval": 1, "test_eval": 1, "cross_style": "dictation", "cross_eval": 1},
+                    "val_eval": 1, "test_eval": 2, "cross_style": "dictation", "cross_eval": 2},
            "golden": {"files": [str(golden)]},
            "model": "tiny-phi3", "recipe": "train/recipes/smollm2-135m_qlora_cpu.yaml",
            "train_overrides": {"max_steps": max_steps, "bf16": "false", "eval_strategy": "no",
-                               "save_strategy": "no", "logging_steps": 1},
+                               "save_strategy": "no", "logging_steps": 1, "prompt_mode": "mixed",
+                               "max_length": 2048},
+           # base on one case of each set (sets "-1"); one mixed adapter serves both tuned rows;
+           # rag-tuned's penalty scope is chosen on val
+           "configs": {"base": {"weights": "base", "mode": "base", "cases": 1},
+                       "finetuned": {"weights": "tuned", "mode": "finetuned"},
+                       "rag-tuned": {"weights": "tuned", "mode": "rag", "scope": "val"},
+                       "rag-tuned+constrained": {"weights": "tuned", "mode": "rag", "scope": "val",
+                                                 "constrain": True}},
+           "scope_choice": {"config": "rag-tuned", "scopes": ["prompt", "generated"]},
            "infer": {"batch_size": 4, "max_new_tokens": 8, "repetition_penalty": 1.1, "constrain": False},
            "eval": {"bootstrap": 0}, "title": "tiny demo"}
     path = tmp_path / "demo.yaml"
@@ -59,11 +68,21 @@ def test_demo_reruns_what_a_config_edit_changed(tmp_path, golden_file, cli_env):
     config = _config(tmp_path, golden_file, max_steps=2)
     ran, out = _demo(config, cli_env)
     sets = ("test", "dictation", "golden")
-    llm = [f"infer/{s}/{c}" for s in sets for c in ("base", "rag", "finetuned")]
-    everything = {"data", "golden", "model", "rag", "train", "merge", "infer/val/finetuned", *llm,
-                  *(f"knn/{s}" for s in sets), "eval", "card"}
-    assert set(ran) == everything
+    tuned = [f"infer/{s}/{c}" for s in sets for c in ("finetuned", "rag-tuned")]
+    base = [f"infer/{s}-1/base" for s in sets]
+    val = {"infer/val/rag-tuned@prompt", "infer/val/rag-tuned@generated", "scope"}
+    everything = {"data", "golden", "model", "rag", "train", "merge", *val, *tuned, *base,
+                  *(f"knn/{s}" for s in sets), *(f"knn/{s}-1" for s in sets), "eval", "card"}
+    assert set(ran) == everything  # no constrained rows: infer.constrain is false
     assert "golden (hand-written)" in out  # the third test set is in the headline table
+    assert "repetition scope for rag-tuned:" in out
+    run = json.loads((tmp_path / "demo" / "adapter" / "opclaim_run.json").read_text())
+    assert run["prompt_mode"] == "mixed" and run["rag"]["k"] == 2
+    table = (tmp_path / "demo" / "table.md").read_text()
+    assert "base on the first 1 cases" in table and "chosen on val" in table
+    for s in ("test", "dictation"):
+        assert len((tmp_path / "demo" / "preds" / f"{s}-1" / "base.jsonl").read_text().splitlines()) == 1
+        assert len((tmp_path / "demo" / "preds" / s / "rag-tuned.jsonl").read_text().splitlines()) == 2
     golden = (tmp_path / "demo" / "golden" / "golden.jsonl").read_text().splitlines()
     assert len(golden) == 2  # only the demo's department
 
@@ -72,11 +91,10 @@ def test_demo_reruns_what_a_config_edit_changed(tmp_path, golden_file, cli_env):
 
     _config(tmp_path, golden_file, max_steps=3)  # the edit demo.yaml suggests
     ran, out = _demo(config, cli_env)
-    finetuned = {f"infer/{s}/finetuned" for s in ("val", *sets)}
-    assert set(ran) == {"train", "merge", *finetuned, "eval", "card"}
+    assert set(ran) == {"train", "merge", *val, *tuned, "eval", "card"}
     assert "fine-tune (LoRA/QLoRA, CPU recipe): running (changed: train_overrides)" in out
     assert "merge adapter: running (changed: train)" in out
-    assert "infer base on test: up to date" in out
+    assert "infer base on test-1: up to date" in out
     run = json.loads((tmp_path / "demo" / "adapter" / "opclaim_run.json").read_text())
     assert run["global_step"] == 3  # the new adapter, not the old one
 

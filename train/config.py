@@ -33,3 +33,16 @@ class DataArgs:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train cases."})
     max_val_samples: int | None = field(default=None, metadata={"help": "Use only the first N val cases."})
     prompt_format: str = field(default="auto", metadata={"help": "auto | phi3 | generic."})
+    prompt_mode: str = field(
+        default="finetuned", metadata={"help": "finetuned (the study: note only) | rag (retrieval-tuned: the "
+                                       "nearest training claims in every prompt) | mixed (each case in both forms: "
+                                       "one adapter for `--mode finetuned` and `--mode rag`)."})
+    rag_index: str | None = field(default=None, metadata={"help": "Index folder of train_file "
+                                                            "(`opclaim rag build`) for rag/mixed."})
+    rag_k: int = field(default=2, metadata={"help": "Example claims per rag prompt (study: 2)."})
+    rag_distractor_share: float = field(
+        default=0.2, metadata={"help": "Share of rag prompts whose examples are unhelpful (RAFT), so the model "
+                               "reads the note instead of copying."})
+    rag_distractors: str = field(
+        default="other-service", metadata={"help": "other-service (claims of another service; random when the "
+                                           "data has one) | random (any other training claims)."})

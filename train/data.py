@@ -39,14 +39,43 @@ def load_splits(args) -> dict[str, list[Case]]:
     return {"train": train, "val": val}
 
 
-def to_records(cases: list[Case], fmt, tokenizer) -> list[dict]:
-    return [training_pair(c.note, c.claim, fmt=fmt, tokenizer=tokenizer) for c in cases]
+def to_records(cases: list[Case], fmt, tokenizer, mode: str = "finetuned", examples=None) -> list[dict]:
+    """One record per case in `mode`; `examples` (one list of claims per case) for rag; mixed gives
+    each case twice, first without and then with its examples."""
+    if mode == "finetuned":
+        return [training_pair(c.note, c.claim, fmt=fmt, tokenizer=tokenizer) for c in cases]
+    rag = [training_pair(c.note, c.claim, fmt=fmt, tokenizer=tokenizer, mode="rag", examples=ex)
+           for c, ex in zip(cases, examples, strict=True)]
+    return rag if mode == "rag" else to_records(cases, fmt, tokenizer) + rag
 
 
-def to_dataset(cases: list[Case], fmt, tokenizer):
+def to_dataset(cases: list[Case], fmt, tokenizer, mode: str = "finetuned", examples=None):
     from datasets import Dataset
 
-    return Dataset.from_list(to_records(cases, fmt, tokenizer))
+    return Dataset.from_list(to_records(cases, fmt, tokenizer, mode, examples))
+
+
+def build(splits: dict[str, list[Case]], dargs, fmt, tokenizer, seed: int):
+    """(train dataset, val dataset or None, retrieval facts for the run record). In rag/mixed mode
+    training cases show their nearest other training claims (a share: distractors); validation
+    cases show their nearest training claims."""
+    from train import rag_data
+
+    rag_data.check_args(dargs)
+    mode = dargs.prompt_mode
+    train_ex = val_ex = None
+    plan = None
+    if mode != "finetuned":
+        retriever = rag_data.load_retriever(dargs)
+        plan = rag_data.plan(splits["train"], retriever, k=dargs.rag_k, share=dargs.rag_distractor_share,
+                             kind=dargs.rag_distractors, seed=seed)
+        train_ex = rag_data.examples(plan, retriever)
+        if splits["val"]:
+            val_ex = retriever.examples_batch([c.note for c in splits["val"]], k=dargs.rag_k,
+                                              exclude_ids=[c.id for c in splits["val"]])
+    train_ds = to_dataset(splits["train"], fmt, tokenizer, mode, train_ex)
+    val_ds = to_dataset(splits["val"], fmt, tokenizer, mode, val_ex) if splits["val"] else None
+    return train_ds, val_ds, rag_data.facts(dargs, plan)
 
 
 def summary(splits: dict[str, list[Case]]) -> dict:

@@ -93,8 +93,7 @@ def main(margs, dargs, targs) -> int:
     source = artifacts.load_optional(artifacts.ModelSource, margs.model_name_or_path)
     fmt = data.choose_format(tok, dargs.prompt_format)
     splits = data.load_splits(dargs)
-    train_ds = data.to_dataset(splits["train"], fmt, tok)
-    val_ds = data.to_dataset(splits["val"], fmt, tok) if splits["val"] else None
+    train_ds, val_ds, rag_facts = data.build(splits, dargs, fmt, tok, seed=targs.seed)
     if val_ds is None:
         targs.eval_strategy = "no"
 
@@ -137,8 +136,8 @@ def main(margs, dargs, targs) -> int:
                          final_train=train_l[-1][1] if train_l else None, final_val=final_val,
                          wall=time.time() - t0, steps=trainer.state.global_step,
                          world=trainer.accelerator.num_processes, source=source,
-                         zero=zero_facts(trainer),
-                         torch_version=torch.__version__)
+                         zero=zero_facts(trainer), torch_version=torch.__version__,
+                         prompt_mode=dargs.prompt_mode, rag=rag_facts)
     trainer.accelerator.wait_for_everyone()
     return 0
 
@@ -160,14 +159,15 @@ def _jsonable(obj):
 
 
 def write_run_record(out: Path, margs, dargs, targs, fmt_name, facts, summary, *, final_train, final_val,
-                     wall, steps, world, zero, torch_version, source=None) -> None:
+                     wall, steps, world, zero, torch_version, source=None, prompt_mode="finetuned",
+                     rag=None) -> None:
     from dataclasses import asdict
 
     base = Path(margs.model_name_or_path)
     tr = {k: _jsonable(v) for k, v in targs.to_dict().items()}
     tr = {k: v for k, v in tr.items() if "token" not in k or k in ("eos_token", "pad_token")}
     record = artifacts.TrainRun(
-        prompt_format=fmt_name, base_model=str(base.resolve()),
+        prompt_format=fmt_name, prompt_mode=prompt_mode, rag=rag or None, base_model=str(base.resolve()),
         base_model_source=source,
         **facts, world_size=world, **zero, data=summary, final_train_loss=final_train,
         final_val_loss=final_val, global_step=steps, wall_time_s=round(wall, 1), torch=torch_version,

@@ -25,6 +25,8 @@ def register(subs) -> None:
     src.add_argument("--mode", choices=["finetuned", "base", "rag"], default="finetuned", help="prompt configuration")
     src.add_argument("--rag-index", help="index folder from `opclaim rag build` (implies --mode rag)")
     src.add_argument("--max-new-tokens", type=int, default=512, help="study: 512")
+    src.add_argument("--repetition-scope", choices=["prompt", "generated", "off"], default="prompt",
+                     help="as `opclaim infer --repetition-scope` (the retrieval-tuned model's: its model card)")
     src.add_argument("--threads", type=int, help="torch CPU threads")
     src.add_argument("--constrain", action="store_true",
                      help="decode with the claim grammar (as `opclaim infer --constrain`): only listed codes")
@@ -178,6 +180,7 @@ def main(args) -> int:
 
     engine = load_engine(model, adapter, mode=args.mode, rag_index=args.rag_index,
                          max_new_tokens=args.max_new_tokens, bundle_dir=bundle_dir,
+                         repetition_scope=args.repetition_scope,
                          constrain={"icd_ref": args.icd_ref, "cpt_ref": args.cpt_ref, "cpt_from": args.cpt_from,
                                     "mod_ref": args.modifiers, "cache": args.grammar_cache} if args.constrain else None)
     app_holder = {}

@@ -105,13 +105,19 @@ class Engine:
 
     def __init__(self, model_dir: str | Path, adapter: str | Path | None = None, *, mode: str = "finetuned",
                  rag_index: str | Path | None = None, k: int = 2, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 bundle_dir: str | Path | None = None, constrain: dict | None = None):
+                 bundle_dir: str | Path | None = None, constrain: dict | None = None,
+                 repetition_scope: str = "prompt"):
         """`constrain`: {"icd_ref", "cpt_ref", "cpt_from", "mod_ref", "cache"} (values may be None) to
         decode with infer.constrain's claim grammar, as `opclaim infer --constrain`."""
         from infer import engines, loading
 
+        if rag_index:
+            mode = "rag"
         if mode == "rag" and not rag_index:
             raise InputError("rag mode needs --rag-index DIR", field="--rag-index")
+        # as `opclaim infer`: weights run only in the prompt mode they were trained with
+        trained = (loading.trained_mode(Path(adapter)) if adapter else None) or loading.trained_mode(Path(model_dir))
+        loading.check_mode(trained, mode, k)
         self.loaded = loading.load(model_dir, adapter)
         self.mode, self.k, self.max_new_tokens = mode, k, max_new_tokens
         self.retriever = None
@@ -135,7 +141,7 @@ class Engine:
             grammar = cg.for_model(self.loaded, lists, cache=Path(cache) if cache else None)
             self.model_id += f"+grammar:{grammar.key[-16:]}"
         self.constrained = grammar is not None
-        self._engine = engines.HFEngine(self.loaded, grammar=grammar)
+        self._engine = engines.HFEngine(self.loaded, grammar=grammar, repetition_scope=repetition_scope)
 
     def render(self, notes: list[str]) -> list[str]:
         import prompts
