@@ -70,10 +70,10 @@ def test_marker_that_is_not_an_object_does_not_crash_verify(tmp_path):
 
 
 def test_newest_complete_ignores_markerless_and_missing_folders(tmp_path):
-    _ckpt(tmp_path, 3)
-    _ckpt(tmp_path, 5)
+    for step in (3, 5, 7):
+        _ckpt(tmp_path, step)
     (tmp_path / "checkpoint-9").mkdir()
-    assert ck.newest_complete(tmp_path).name == "checkpoint-5"
+    assert ck.newest_complete(tmp_path).name == "checkpoint-7"
     assert ck.newest_complete(tmp_path / "nope") is None
     assert ck.newest_complete(tmp_path / "checkpoint-9") is None
 
@@ -128,6 +128,13 @@ def test_completion_marker_callback_marks_the_step_folder_and_clears_the_cache(t
     assert got is control
     assert json.loads((d / ck.MARKER).read_text())["step"] == 7
     assert ck.verify(d) is None  # the cached "no marker" was dropped
+
+
+def test_completion_marker_callback_with_nothing_cached(tmp_path):
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"A")
+    ck.CompletionMarker().on_save(SimpleNamespace(output_dir=str(tmp_path)), _state(2), TrainerControl())
+    assert ck.verify(tmp_path / "checkpoint-2") is None
 
 
 def test_completion_marker_callback_only_on_rank_zero_and_only_for_an_existing_folder(tmp_path):
