@@ -109,6 +109,27 @@ def find(note: str, claim_dict: dict, method: str = "bm25", top: int = 1) -> dic
     return out
 
 
+def for_run(run, refs, method: str = "bm25") -> list[dict]:
+    """Per case of an eval Run: (system, code) -> find()'s result for each predicted code; a
+    modifier pair ("47562-80") shares its CPT line's evidence. CPT descriptions from the reference
+    list (the output's own descriptions are the model's words, not the code's)."""
+    out = []
+    for case, s in zip(run.cases, run.scores, strict=True):
+        ex = s.extraction
+        if not (ex.icd10 or ex.cpt):
+            out.append({})
+            continue
+        claim = {"icd10": list(ex.icd10), "providers": [{"lines": [
+            {"cpt": c, "description": refs.cpt_descriptions.get(c) or ""} for c in ex.cpt]}]}
+        found = find(case.note, claim, method)
+        for pair in ex.modifiers:
+            cpt = pair.split("-", 1)[0]
+            if ("cpt", cpt) in found:
+                found[("modifiers", pair)] = found[("cpt", cpt)]
+        out.append(found)
+    return out
+
+
 # ---------------------------------------------------------------- synthetic gold and measurement
 def gold_spans(scenario, note: str) -> dict[tuple[str, str], list[list[int]]]:
     """The sentences that carry each fact's words in a synthetic note (opclaim.synth): a diagnosis's

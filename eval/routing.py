@@ -151,6 +151,17 @@ def evaluate(scored: dict, gold: dict, thresholds: dict, *, train_counts: dict |
     return out
 
 
+def add_ece(res: dict, raw: dict, after: dict) -> None:
+    """ECE of the raw and of the calibrated scores on this set, into each system's numbers."""
+    from eval.calibrate import ece
+
+    for s in SYSTEMS:
+        x, y = pairs(raw, s)
+        xa, _ = pairs(after, s)
+        res["systems"][s]["ece_before"] = ece(x, y)
+        res["systems"][s]["ece_after"] = ece(xa, y)
+
+
 def _ci(x) -> list | None:
     x = x[np.isfinite(x)]
     return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))] if len(x) else None
