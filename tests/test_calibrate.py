@@ -174,6 +174,15 @@ def test_eval_applies_calibration_and_writes_routing(tmp_path, capsys):
     assert icd["precision"] >= 0.85 and icd["precision_ci"][0] <= icd["precision"] <= icd["precision_ci"][1]
     assert 0 < icd["coverage"] <= 1 and icd["recall_lost"] >= 0
     assert 0 <= rt["automation_rate"] <= 1
+    # the worklist carries each code's calibrated confidence and route; bare rows have none
+    import csv
+
+    rows = list(csv.DictReader((out / "cases.csv").open(newline="")))
+    by = {(r["config"], r["id"]): r for r in rows}
+    routed = [r for r in rows if r["config"] == "m"]
+    assert all(r["route"] in ("auto", "review") and r["confidence_calibrated"] == "1" for r in routed)
+    assert sum(r["route"] == "auto" for r in routed) == rt["cases_auto"]
+    assert all(by[("bare", r["id"])]["route"] == "" for r in routed)
     # gold frequency when no training file is given, and said so
     out2 = tmp_path / "eval2"
     assert main(["eval", "--predictions", f"m={test}", "--gold", str(test_gold), "--out", str(out2), "--bootstrap",
