@@ -121,6 +121,7 @@ def main(args) -> int:
                                  field="--predictions")
             seen.add((gname, config))
             staged.append((gname, config, preds))
+    routed.check_labels(cals, seen)
     refs = metrics.load_references([c for cs in golds.values() for c in cs], args.icd_ref, args.cpt_ref)
 
     out: Path = args.out
@@ -129,7 +130,6 @@ def main(args) -> int:
     (out / "metrics.json").unlink(missing_ok=True)
     runs = metrics.evaluate(golds, staged, refs, n_boot=args.bootstrap, seed=args.seed,
                             gpu_hour_cost=args.gpu_hour_cost, workers=args.workers)
-    routed.check_labels(cals, runs)
     for r in runs:
         r.block["subgroups"] = subgroups.breakdown(r.cases, r.scores, n_boot=args.bootstrap, seed=args.seed)
         chosen = routed.pick(cals, r)

@@ -66,8 +66,9 @@ def pick(cals: dict, run: Run):
     return None
 
 
-def check_labels(cals: dict, runs: list[Run]) -> None:
-    known = {r.label for r in runs} | {r.config for r in runs}
+def check_labels(cals: dict, pairs) -> None:
+    """Every CONFIG= label names an evaluated configuration (checked before any scoring)."""
+    known = {c for _, c in pairs} | {f"{g}/{c}" for g, c in pairs}
     for label in cals:
         if label is not None and label not in known:
             raise InputError(f"--calibration names configuration {label!r}, which is not evaluated "
