@@ -16,6 +16,7 @@ opclaim extract output.txt
 EVAL_EXAMPLES = """
 opclaim eval --predictions preds.jsonl --gold test.jsonl --out runs/eval
 opclaim eval --predictions base=base.jsonl --predictions rag=rag.jsonl --predictions finetuned=ft.jsonl --gold test.jsonl --out runs/compare --gpu-hour-cost 2.50
+opclaim eval --predictions ft=ft.jsonl --gold test.jsonl --calibration ft=runs/cal.json --train train.jsonl --out runs/eval
 opclaim eval --gold val=val.jsonl --gold test=test.jsonl --gold terse=terse.jsonl --predictions val/finetuned=pv.jsonl --predictions test/finetuned=pt.jsonl --predictions terse/finetuned=px.jsonl --out runs/generalisation
 """
 
@@ -42,6 +43,16 @@ def register(subs) -> None:
     p.add_argument("--report-cases", type=int, default=100, metavar="N",
                    help="worst cases per gold set shown in the report's coder section")
     p.add_argument("--workers", type=int, help="processes for ROUGE/METEOR (default: all cores)")
+    p.add_argument("--calibration", action="append", default=[], metavar="[CONFIG=]FILE",
+                   help="cal.json from `opclaim calibrate` (fitted on validation): calibrates the predictions' "
+                        "per-code confidence and routes codes auto/review at its threshold. CONFIG (or GOLD/CONFIG) "
+                        "picks the configuration; unlabelled: every configuration. Repeatable")
+    p.add_argument("--target-precision", type=float, default=0.95,
+                   help="the routing target; must be the one the calibration's thresholds were chosen for")
+    p.add_argument("--train", type=Path, metavar="FILE",
+                   help="training cases: common/rare codes by training frequency (default: the gold set's own)")
+    p.add_argument("--evidence", choices=("bm25", "minilm", "none"), default="bm25",
+                   help="how each predicted code's note sentence is found (docs/confidence.md)")
 
 
 def run_extract(args) -> int:
@@ -69,13 +80,22 @@ def _split_label(value: str) -> tuple[str | None, Path]:
 
 
 def main(args) -> int:
-    from eval import headline, metrics, report, subgroups, worklist
-    from opclaim.io import atomic_write
+    from eval import evidence, headline, metrics, report, routed, subgroups, worklist
+    from opclaim.artifacts import EvalMetrics
+    from opclaim.io import atomic_write, read_cases
 
     if args.bootstrap < 0:
         raise InputError("must be >= 0", field="--bootstrap")
     if args.gpu_hour_cost is not None and args.gpu_hour_cost < 0:
         raise InputError("must be >= 0", field="--gpu-hour-cost")
+    if not 0.0 < args.target_precision < 1.0:
+        raise InputError("must be between 0 and 1", field="--target-precision")
+    cals = routed.load_calibrations(args.calibration, args.target_precision, _split_label)
+    train_counts = None
+    if args.train:
+        from eval.routing import train_code_counts
+
+        train_counts = train_code_counts(read_cases(args.train))
     # -- gold sets
     golds: dict[str, list] = {}
     gold_files: dict[str, str] = {}
@@ -101,6 +121,7 @@ def main(args) -> int:
                                  field="--predictions")
             seen.add((gname, config))
             staged.append((gname, config, preds))
+    routed.check_labels(cals, seen)
     refs = metrics.load_references([c for cs in golds.values() for c in cs], args.icd_ref, args.cpt_ref)
 
     out: Path = args.out
@@ -111,11 +132,17 @@ def main(args) -> int:
                             gpu_hour_cost=args.gpu_hour_cost, workers=args.workers)
     for r in runs:
         r.block["subgroups"] = subgroups.breakdown(r.cases, r.scores, n_boot=args.bootstrap, seed=args.seed)
+        chosen = routed.pick(cals, r)
+        if chosen:
+            routed.apply(r, *chosen, train_counts=train_counts, train_name=args.train.name if args.train else None,
+                         n_boot=args.bootstrap, seed=args.seed)
+        if args.evidence != "none":
+            r.evidence = evidence.for_run(r, refs, args.evidence)
     head = headline.build(runs, golds)
     worklist.write(out / "cases.csv", runs, refs)
     report.write(out / "report.html", runs, refs, title=args.title, n_boot=args.bootstrap, seed=args.seed,
                  max_cases=args.report_cases, headline=head)
-    doc = {"schema": "opclaim.eval/1",
+    doc = {"schema": EvalMetrics.schema(),
            "gold_sets": {g: {"file": gold_files[g], "n_cases": len(cs), "role": head["roles"][g]}
                          for g, cs in golds.items()},
            "headline": head,
@@ -130,6 +157,16 @@ def main(args) -> int:
         b = r.block
         sys.stderr.write(f"{r.label}: {b['n_cases']} cases ({b['n_missing_predictions']} missing) · "
                          f"F1 ICD {b['icd10']['f1']:.3f} CPT {b['cpt']['f1']:.3f} MOD {b['modifier']['f1']:.3f}\n")
+        if b.get("routing"):
+            rt = b["routing"]
+            sys.stderr.write(f"  routing at {rt['target_precision']}: {rt['cases_auto']}/{rt['cases']} cases fully "
+                             "automated; auto precision " + ", ".join(
+                                 f"{k} {_pct(v['precision'])} (coverage {_pct(v['coverage'])})"
+                                 for k, v in rt["systems"].items()) + "\n")
+        elif b.get("routing_skipped"):
+            sys.stderr.write(f"  routing skipped: {b['routing_skipped']}\n")
+        elif routed.pick(cals, r):
+            sys.stderr.write("  no routing: these predictions carry no per-code confidence\n")
         for f in b["subgroups"]["flags"]:
             sys.stderr.write(f"  subgroup flag: {f['dimension']}={f['group']} (n={f['n_cases']}) {f['component']} "
                              f"F1 {f['f1']:.3f} below overall {f['overall_f1']:.3f} by more than its interval\n")
@@ -137,6 +174,10 @@ def main(args) -> int:
         sys.stderr.write(f"headline numbers from gold set {head['source']!r} ({head['label']})\n")
     sys.stderr.write(f"wrote {out}/metrics.json, report.html, cases.csv\n")
     return 0
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def _resolve(label: str | None, golds: dict, value: str) -> tuple[str, str | None]:

@@ -1,7 +1,7 @@
 """Evidence: for each suggested code, the note sentence(s) that support it, as character offsets
 snapped to sentence or bullet/line boundaries.
 
-Methods (compared by hit@1 against synthetic gold spans, `measure`):
+Methods (compared by hit@1 against the synthetic writers' gold spans, Case.evidence, `measure`):
 - "bm25": lexical BM25 between the code's description and each note sentence;
 - "minilm": cosine similarity of MiniLM embeddings (rag/embed.py, the model already shipped).
 Descriptions: ICD-10-CM from the shipped release (opclaim.codes.icd10_description), CPT from the
@@ -16,30 +16,13 @@ import math
 import re
 from collections import Counter
 
+from opclaim.sentences import sentences
+
 METHODS = ("bm25", "minilm")
 FLOORS = {"bm25": 1.0, "minilm": 0.25}
-_BOUNDARY_RE = re.compile(r"\n+|(?<=[.!?;])\s+(?=[A-Z0-9(\[])")
-_BULLET_RE = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,3}[.)])\s*")
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an and the of with without or to in on for by at as is was were be unspecified other "
                   "not elsewhere classified nos".split())
-
-
-def sentences(note: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence or line of the note, whitespace and bullet markers trimmed."""
-    spans, pos = [], 0
-    for m in [*_BOUNDARY_RE.finditer(note), None]:
-        end = m.start() if m else len(note)
-        seg = note[pos:end]
-        lead = len(seg) - len(seg.lstrip())
-        b = _BULLET_RE.match(seg[lead:])
-        if b:
-            lead += b.end()
-        s, e = pos + lead, pos + len(seg.rstrip())
-        if e > s:
-            spans.append((s, e))
-        pos = m.end() if m else len(note)
-    return spans
 
 
 def _words(text: str) -> list[str]:
@@ -109,45 +92,75 @@ def find(note: str, claim_dict: dict, method: str = "bm25", top: int = 1) -> dic
     return out
 
 
+def for_run(run, refs, method: str = "bm25") -> list[dict]:
+    """Per case of an eval Run: (system, code) -> find()'s result for each predicted code; a
+    modifier pair ("47562-80") shares its CPT line's evidence. CPT descriptions from the reference
+    list (the output's own descriptions are the model's words, not the code's)."""
+    out = []
+    for case, s in zip(run.cases, run.scores, strict=True):
+        ex = s.extraction
+        if not (ex.icd10 or ex.cpt):
+            out.append({})
+            continue
+        claim = {"icd10": list(ex.icd10), "providers": [{"lines": [
+            {"cpt": c, "description": refs.cpt_descriptions.get(c) or ""} for c in ex.cpt]}]}
+        found = find(case.note, claim, method)
+        for pair in ex.modifiers:
+            cpt = pair.split("-", 1)[0]
+            if ("cpt", cpt) in found:
+                found[("modifiers", pair)] = found[("cpt", cpt)]
+        out.append(found)
+    return out
+
+
 # ---------------------------------------------------------------- synthetic gold and measurement
-def gold_spans(scenario, note: str) -> dict[tuple[str, str], list[list[int]]]:
-    """The sentences that carry each fact's words in a synthetic note (opclaim.synth): a diagnosis's
-    words or terse words, a procedure's name or its synonyms, found in the note the writer wrote
-    from them."""
-    from opclaim.synth.dictation import SYNONYMS
-
-    spans = sentences(note)
-    low = note.lower()
-
-    def where(phrases) -> list[list[int]]:
-        hits = []
-        for s, e in spans:
-            seg = low[s:e]
-            if any(ph and ph.lower() in seg for ph in phrases):
-                hits.append([s, e])
-        return hits
-
-    from opclaim.synth.terse import SYNONYMS as TERSE_SYNONYMS
-
-    out: dict[tuple[str, str], list[list[int]]] = {}
-    for d in scenario.done:
-        for dx in d.post:  # the claim codes post-operative diagnoses (scenario.icd10_codes)
-            for code in dx.for_side(d.side, d.digit, d.lid):  # as scenario.icd10_codes codes it
-                out.setdefault(("icd10", code), where([dx.words, dx.terse]))
-        names = [d.proc.name, *SYNONYMS.get(d.proc.cpt, []), *TERSE_SYNONYMS.get(d.proc.cpt, [])]
-        out.setdefault(("cpt", d.proc.cpt), where(names))
-    return {k: v for k, v in out.items() if v}
+def gold_spans(case) -> dict[tuple[str, str], list[list[int]]]:
+    """(system, code) -> the case's gold evidence spans (Case.evidence: written by the synthetic
+    writers, opclaim/synth/scenario.gold_evidence)."""
+    return {(system, code): spans for system, d in (case.evidence or {}).items() for code, spans in d.items()}
 
 
-def measure(pairs, method: str) -> dict:
-    """hit@1 over (scenario, case) pairs: the top sentence is one of the gold sentences."""
-    hits = n = 0
-    for scenario, case in pairs:
-        gold = gold_spans(scenario, case.note)
+def measure(cases, method: str) -> dict:
+    """hit@1 over the gold codes of cases that carry gold evidence: the method's top sentence, found
+    from the gold claim's code descriptions, is one of the code's gold sentences."""
+    tally = {"icd10": [0, 0], "cpt": [0, 0]}  # system -> [hits, n]
+    for case in cases:
+        gold = gold_spans(case)
+        if not gold:
+            continue
         found = find(case.note, case.claim.to_dict(), method)
         for key, spans in gold.items():
-            if key not in found or not found[key]["spans"]:
+            if key not in found or not found[key]["spans"] or key[0] not in tally:
                 continue
-            n += 1
-            hits += found[key]["spans"][0] in spans
-    return {"method": method, "n": n, "hit_at_1": hits / n if n else None}
+            tally[key[0]][1] += 1
+            tally[key[0]][0] += found[key]["spans"][0] in spans
+    hits, n = sum(t[0] for t in tally.values()), sum(t[1] for t in tally.values())
+    return {"method": method, "n": n, "hit_at_1": hits / n if n else None,
+            "by_system": {s: {"n": t[1], "hit_at_1": t[0] / t[1] if t[1] else None} for s, t in tally.items()}}
+
+
+def main(argv=None) -> int:
+    """`python -m eval.evidence`: hit@1 of each method on fresh synthetic cases of each style."""
+    import argparse
+
+    from opclaim.synth import generate_cases
+
+    ap = argparse.ArgumentParser(prog="python -m eval.evidence", description=main.__doc__)
+    ap.add_argument("--n", type=int, default=40, help="cases per style")
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--length", choices=("real", "short"), default="real")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    args = ap.parse_args(argv)
+    print("| style | method | codes | hit@1 | ICD-10-CM | CPT |\n|---|---|---:|---:|---:|---:|")
+    for style in ("dictation", "terse"):
+        cases = generate_cases(args.n, seed=args.seed, style=style, length=args.length)
+        for method in args.methods.split(","):
+            r = measure(cases, method)
+            b = r["by_system"]
+            print(f"| {style} | {method} | {r['n']} | {r['hit_at_1']:.3f} | {b['icd10']['hit_at_1']:.3f} "
+                  f"(n={b['icd10']['n']}) | {b['cpt']['hit_at_1']:.3f} (n={b['cpt']['n']}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

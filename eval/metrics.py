@@ -53,6 +53,7 @@ class Prediction:
     config: str
     latency_s: float | None = None
     line: int = 0
+    confidence: dict | None = None  # per-code scores from the decoding (eval/confidence.py)
 
 
 @dataclass
@@ -104,7 +105,10 @@ def read_predictions(path: str | Path, gold_ids: set[str], config: str | None = 
         if key in first_line:
             raise InputError(f"duplicate id (first on line {first_line[key]})", file=path, line=n, field="id")
         first_line[key] = n
-        out[cfg][pid] = Prediction(pid, obj["output"], cfg, None if lat is None else float(lat), n)
+        conf = obj.get("confidence")
+        if conf is not None and (not isinstance(conf, dict) or not isinstance(conf.get("codes", []), list)):
+            raise InputError("must be an object with a 'codes' list", file=path, line=n, field="confidence")
+        out[cfg][pid] = Prediction(pid, obj["output"], cfg, None if lat is None else float(lat), n, conf)
     if not n_rec:
         raise InputError("no predictions", file=path)
     return dict(out)
@@ -286,6 +290,10 @@ class Run:
     text_scores: list[tuple]
     block: dict
     boot: dict
+    confidence: list = field(default_factory=list)  # per case: the prediction's `confidence` or None
+    scored: dict | None = None    # eval --calibration: id -> system -> code -> {"score", "correct"}
+    routes: dict | None = None    # eval --calibration: eval.routing.route() of `scored`
+    evidence: list | None = None  # per case: eval.evidence.find() of the predicted codes
 
 
 def evaluate(gold_sets_: dict[str, list[Case]], predictions: list[tuple[str, str, dict[str, Prediction]]],
@@ -298,15 +306,16 @@ def evaluate(gold_sets_: dict[str, list[Case]], predictions: list[tuple[str, str
     for gname, cfg, preds in predictions:
         cases = gold_sets_[gname]
         scores = [score_case(c, preds.get(c.id)) for c in cases]
-        staged.append((gname, cfg, cases, scores, len(golds_txt)))
+        staged.append((gname, cfg, cases, scores, len(golds_txt), preds))
         golds_txt += [gold_text(c) for c in cases]
         outs_txt += [output_text(preds.get(c.id)) for c in cases]
     text = textmetrics.score_all(golds_txt, outs_txt, workers=workers)
     runs = []
     multi_gold = len({g for g, _, _ in predictions}) > 1 or len(gold_sets_) > 1
-    for gname, cfg, cases, scores, start in staged:
+    for gname, cfg, cases, scores, start, preds in staged:
         ts = text[start:start + len(cases)]
         block, boot = summarize(scores, ts, refs, n_boot, seed, gpu_hour_cost)
         label = f"{gname}/{cfg}" if multi_gold else cfg
-        runs.append(Run(label, cfg, gname, cases, scores, ts, {"config": cfg, "gold": gname, **block}, boot))
+        conf = [getattr(preds.get(c.id), "confidence", None) for c in cases]
+        runs.append(Run(label, cfg, gname, cases, scores, ts, {"config": cfg, "gold": gname, **block}, boot, conf))
     return runs

@@ -151,6 +151,17 @@ def evaluate(scored: dict, gold: dict, thresholds: dict, *, train_counts: dict |
     return out
 
 
+def add_ece(res: dict, raw: dict, after: dict) -> None:
+    """ECE of the raw and of the calibrated scores on this set, into each system's numbers."""
+    from eval.calibrate import ece
+
+    for s in SYSTEMS:
+        x, y = pairs(raw, s)
+        xa, _ = pairs(after, s)
+        res["systems"][s]["ece_before"] = ece(x, y)
+        res["systems"][s]["ece_after"] = ece(xa, y)
+
+
 def _ci(x) -> list | None:
     x = x[np.isfinite(x)]
     return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))] if len(x) else None
@@ -181,8 +192,9 @@ def train_code_counts(train_cases) -> dict:
     return {s: dict(v) for s, v in out.items()}
 
 
-def curve_png(path, curves: dict, title: str = "") -> None:
-    """Precision–coverage curves: {label: {system: curve}} -> one panel per system."""
+def curve_figure(curves: dict, chosen: dict | None = None, target: float = TARGET):
+    """Precision–coverage curves: {label: {system: curve}} -> a figure with one panel per system;
+    `chosen` {label: {system: (coverage, precision)}} marks each configuration's threshold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,8 +205,11 @@ def curve_png(path, curves: dict, title: str = "") -> None:
         for label, per in curves.items():
             pts = per.get(s) or []
             if pts:
-                ax.plot([p["coverage"] for p in pts], [p["precision"] for p in pts], label=label)
-        ax.axhline(TARGET, color="#999", lw=1, ls="--")
+                line, = ax.plot([p["coverage"] for p in pts], [p["precision"] for p in pts], label=label)
+                at = ((chosen or {}).get(label) or {}).get(s)
+                if at and None not in at:
+                    ax.plot(*at, marker="o", color=line.get_color())
+        ax.axhline(target, color="#999", lw=1, ls="--")
         ax.set_title(s, fontsize=11)
         ax.set_xlabel("coverage of correct codes", fontsize=10)
         ax.set_xlim(0, 1)
@@ -202,4 +217,8 @@ def curve_png(path, curves: dict, title: str = "") -> None:
         if any(per.get(s) for per in curves.values()):
             ax.legend(fontsize=8, loc="lower left")
     axes[0].set_ylabel("precision of auto codes", fontsize=10)
-    save_figure(fig, path, title)
+    return fig
+
+
+def curve_png(path, curves: dict, title: str = "") -> None:
+    save_figure(curve_figure(curves), path, title)

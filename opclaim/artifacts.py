@@ -543,10 +543,13 @@ class EvalMetrics(Artifact):
     """metrics.json of `opclaim eval` (schema opclaim.eval/1 since it was first written).
 
     `configs` maps "GOLD/CONFIG" to one metrics block; a one-configuration run also repeats its
-    block at the top level (kept as `single`)."""
+    block at the top level (kept as `single`). Version 2: a block may carry `routing` (eval
+    --calibration: eval/routed.py, eval/routing.py) or `routing_skipped` (why not); version 1
+    files are version 2 files without them."""
 
     KIND: ClassVar[str] = "eval"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
+    READS: ClassVar[tuple[int, ...]] = (1,)
     FILE: ClassVar[str] = "metrics.json"
 
     gold_sets: dict

@@ -135,7 +135,9 @@ def _iso_date(s: str) -> bool:
     return True
 
 
-CASE_FIELDS = ("id", "date", "service", "note", "claim", "style", "patient", "rationale", "source", "extra")
+CASE_FIELDS = ("id", "date", "service", "note", "claim", "style", "patient", "rationale", "source", "extra",
+               "evidence")
+EVIDENCE_SYSTEMS = ("icd10", "cpt", "modifiers")
 SEXES = ("F", "M", "U")
 MAX_AGE = 120
 
@@ -163,6 +165,41 @@ def _patient(v) -> dict | None:
     return out
 
 
+def _evidence(v, note: str) -> dict | None:
+    """{"icd10"|"cpt"|"modifiers": {code: [[start, end], ...]}}: gold evidence spans, character
+    offsets (Python string indices) into the note, each 0 <= start < end <= len(note). Errors name
+    the system and the code's position, never the key itself (a malformed key could be any text)."""
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InputError(f"must be an object, got {type_name(v)}", field="evidence", kind="wrong_type")
+    out = {}
+    for system, codes in v.items():
+        if system not in EVIDENCE_SYSTEMS:
+            raise InputError(f"unknown code system; allowed: {', '.join(EVIDENCE_SYSTEMS)}", field="evidence",
+                             kind="invalid_record")
+        where = f"evidence.{system}"
+        if not isinstance(codes, dict):
+            raise InputError(f"must be an object (code -> spans), got {type_name(codes)}", field=where,
+                             kind="wrong_type")
+        out[system] = {}
+        for ci, (code, spans) in enumerate(codes.items()):
+            if not isinstance(spans, list):
+                raise InputError(f"code #{ci + 1}: spans must be a list, got {type_name(spans)}", field=where,
+                                 kind="wrong_type")
+            for si, sp in enumerate(spans):
+                ok = (isinstance(sp, list) and len(sp) == 2
+                      and all(isinstance(x, int) and not isinstance(x, bool) for x in sp))
+                if not ok:
+                    raise InputError(f"code #{ci + 1}, span {si}: must be [start, end] integers", field=where,
+                                     kind="wrong_type")
+                if not 0 <= sp[0] < sp[1] <= len(note):
+                    raise InputError(f"code #{ci + 1}, span {si}: offsets lie outside the note "
+                                     f"(need 0 <= start < end <= {len(note)})", field=where, kind="invalid_value")
+            out[system][code] = [list(sp) for sp in spans]
+    return out
+
+
 @dataclass
 class Case:
     id: str
@@ -175,11 +212,12 @@ class Case:
     rationale: str | None = None
     source: str | None = None
     extra: dict = field(default_factory=dict)  # unknown fields, kept as they came
+    evidence: dict | None = None  # gold evidence spans per code (synthetic writers); _evidence()
 
     def to_dict(self) -> dict:
         d = {"id": self.id, "date": self.date, "service": self.service, "note": self.note,
              "claim": self.claim.to_dict()}
-        for key in ("style", "patient", "rationale", "source"):
+        for key in ("style", "patient", "rationale", "source", "evidence"):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         if self.extra:
@@ -205,7 +243,8 @@ class Case:
         extra = {**extra, **{k: v for k, v in d.items() if k not in CASE_FIELDS}}
         return cls(id=str(cid), note=note,
                    claim=Claim.from_dict(d["claim"], allow_unknown_icd=allow_unknown_icd),
-                   patient=_patient(d.get("patient")), extra=extra, **opt)
+                   patient=_patient(d.get("patient")), extra=extra, evidence=_evidence(d.get("evidence"), note),
+                   **opt)
 
 
 # ---------------------------------------------------------------- target text

@@ -140,7 +140,9 @@ def test_eval_metrics_single_configuration_keeps_its_top_level_block(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(doc))
     m = A.load(A.EvalMetrics, tmp_path)
     assert m.single == {"icd10": {"f1": 1.0}, "n_cases": 2}
-    assert m.to_dict() == {**doc, "references": None, "conventions": None, "bootstrap": None}
+    # a version 1 file reads as version 2 (no routing blocks) and is written back as version 2
+    assert m.to_dict() == {**doc, "schema": "opclaim.eval/2", "references": None, "conventions": None,
+                           "bootstrap": None}
     assert m.blocks() == {"test": [("base", {"icd10": {"f1": 1.0}})]}
 
 

@@ -132,3 +132,77 @@ def test_calibrate_then_route_cli(tmp_path, capsys):
     assert main(["route", "--predictions", str(val), "--gold", str(val_gold), "--calibration", str(cal_path),
                  "--out", str(tmp_path / "leak")]) == 2
     assert "fitted on 300 of these cases" in capsys.readouterr().err
+
+
+def test_eval_applies_calibration_and_writes_routing(tmp_path, capsys):
+    """`opclaim eval --calibration`: thresholds from validation (cal.json) applied to test, routing
+    per configuration and system in metrics.json; a configuration without confidence gets none."""
+    from eval.calibrate import Calibration
+    from opclaim import artifacts
+    from opclaim.artifacts import EvalMetrics
+    from opclaim.cli import main
+
+    val, val_gold = _write(tmp_path, "val", 300, 0, "v")
+    test, test_gold = _write(tmp_path, "test", 120, 1, "t")
+    bare = tmp_path / "bare.jsonl"  # the same outputs without confidence
+    bare.write_text("".join(json.dumps({k: v for k, v in json.loads(x).items() if k != "confidence"}) + "\n"
+                            for x in test.read_text().splitlines()))
+    cal_path = tmp_path / "cal.json"
+    assert main(["calibrate", "--predictions", str(val), "--gold", str(val_gold), "--out", str(cal_path),
+                 "--target-precision", "0.9"]) == 0
+    cal = artifacts.load(Calibration, cal_path)
+    out = tmp_path / "eval"
+    argv = ["eval", "--predictions", f"m={test}", "--predictions", f"bare={bare}", "--gold", str(test_gold),
+            "--out", str(out), "--bootstrap", "100", "--calibration", str(cal_path)]
+    capsys.readouterr()
+    # the cal.json's thresholds were chosen for 0.9: the default target 0.95 is refused, not refitted
+    assert main(argv) == 2
+    assert "target precision 0.9" in capsys.readouterr().err
+    assert main([*argv, "--target-precision", "0.9", "--train", str(val_gold)]) == 0
+    m = artifacts.load(EvalMetrics, out)
+    assert json.loads((out / "metrics.json").read_text())["schema"] == "opclaim.eval/2"
+    assert "routing" not in m.configs["bare"] and "routing_skipped" not in m.configs["bare"]
+    rt = m.configs["m"]["routing"]
+    assert rt["target_precision"] == 0.9 and rt["calibration"]["file"] == "cal.json"
+    assert rt["frequency"]["basis"] == "training set" and rt["frequency"]["file"] == "val_gold.jsonl"
+    for s in ("icd10", "cpt", "modifiers"):
+        d = rt["systems"][s]
+        assert d["threshold"] == cal.routing[s]["threshold"]  # from validation, unchanged
+        assert set(d["by_frequency"]) == {"common", "rare"} and d["curve"]
+        assert {"precision", "coverage", "recall_lost", "ece_before", "ece_after"} <= set(d)
+    icd = rt["systems"]["icd10"]
+    assert icd["precision"] >= 0.85 and icd["precision_ci"][0] <= icd["precision"] <= icd["precision_ci"][1]
+    assert 0 < icd["coverage"] <= 1 and icd["recall_lost"] >= 0
+    assert 0 <= rt["automation_rate"] <= 1
+    # the worklist carries each code's calibrated confidence and route; bare rows have none
+    import csv
+
+    rows = list(csv.DictReader((out / "cases.csv").open(newline="")))
+    by = {(r["config"], r["id"]): r for r in rows}
+    routed = [r for r in rows if r["config"] == "m"]
+    assert all(r["route"] in ("auto", "review") and r["confidence_calibrated"] == "1" for r in routed)
+    assert sum(r["route"] == "auto" for r in routed) == rt["cases_auto"]
+    assert all(by[("bare", r["id"])]["route"] == "" for r in routed)
+    # gold frequency when no training file is given, and said so
+    out2 = tmp_path / "eval2"
+    assert main(["eval", "--predictions", f"m={test}", "--gold", str(test_gold), "--out", str(out2), "--bootstrap",
+                 "0", "--calibration", f"m={cal_path}", "--target-precision", "0.9"]) == 0
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    assert m2["configs"]["m"]["routing"]["frequency"]["basis"] == "this gold set"
+    # applied to its own validation cases: no routing numbers, and the block says why
+    out3 = tmp_path / "eval3"
+    assert main(["eval", "--predictions", f"m={val}", "--gold", str(val_gold), "--out", str(out3), "--bootstrap",
+                 "0", "--calibration", str(cal_path), "--target-precision", "0.9"]) == 0
+    b = json.loads((out3 / "metrics.json").read_text())["configs"]["m"]
+    assert "routing" not in b and "fitted on 300 of these cases" in b["routing_skipped"]
+    # a calibration for a configuration that is not evaluated is a usage error
+    assert main(["eval", "--predictions", f"m={test}", "--gold", str(test_gold), "--out", str(tmp_path / "x"),
+                 "--calibration", f"nosuch={cal_path}", "--target-precision", "0.9"]) == 2
+
+
+def test_eval_reads_version_1_metrics():
+    from opclaim import artifacts
+
+    m = artifacts.parse(artifacts.EvalMetrics, {"schema": "opclaim.eval/1", "gold_sets": {"t": {}},
+                                                "configs": {"m": {"n_cases": 1}}})
+    assert m.configs["m"] == {"n_cases": 1}

@@ -178,3 +178,24 @@ def test_optional_fields_and_extra_round_trip():
     assert back.to_dict() == case.to_dict() and "mrn" not in case.to_dict()
     assert Case.from_dict(_case(patient={})).patient == {}
     assert "patient" not in Case.from_dict(_case()).to_dict()
+
+
+def test_case_evidence_is_optional_and_offsets_must_lie_inside_the_note():
+    from opclaim.claim import Case
+    from opclaim.errors import InputError
+
+    base = {"id": "c1", "note": "Lap chole.\nGallstones.", "claim": {"icd10": ["K80.20"], "providers": [
+        {"name": "A", "lines": [{"cpt": "47562"}]}]}}
+    assert Case.from_dict(base).evidence is None and "evidence" not in Case.from_dict(base).to_dict()
+    ok = Case.from_dict({**base, "evidence": {"icd10": {"K80.20": [[11, 22]]}, "cpt": {"47562": [[0, 10]]}}})
+    assert ok.note[slice(*ok.evidence["icd10"]["K80.20"][0])] == "Gallstones."
+    assert Case.from_dict(ok.to_dict()).evidence == ok.evidence
+    for bad, words in ((["x"], "must be an object"), ({"loinc": {}}, "unknown code system"),
+                       ({"icd10": {"K80.20": [[0, 99]]}}, "outside the note"),
+                       ({"icd10": {"K80.20": [[-1, 3]]}}, "outside the note"),
+                       ({"icd10": {"K80.20": [[5, 5]]}}, "outside the note"),
+                       ({"icd10": {"K80.20": [[0, True]]}}, "integers"),
+                       ({"icd10": {"K80.20": [0, 3]}}, "integers"), ({"icd10": {"K80.20": "0-3"}}, "must be a list")):
+        with pytest.raises(InputError, match=words) as e:
+            Case.from_dict({**base, "evidence": bad})
+        assert e.value.field.startswith("evidence")

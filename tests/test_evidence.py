@@ -39,14 +39,41 @@ def test_unsupported_code_is_flagged():
     assert found[("cpt", "64721")]["no_evidence"]
 
 
-def test_hit_at_1_on_synthetic_gold():
-    from opclaim.synth import iter_drawn
+@pytest.mark.parametrize("style", ["dictation", "terse"])
+def test_writers_gold_evidence_lies_inside_the_note_on_sentences(style):
+    """Every gold code of a synthetic case has gold evidence from its writer: offsets inside the
+    note, on sentence/line boundaries, and the sentence states the fact (round-trips through JSON)."""
+    import json
 
-    pairs = list(iter_drawn(20, seed=3, style="dictation"))
-    gold = evidence.gold_spans(*pairs[0][0:1], pairs[0][1].note)
-    assert gold and all(0 <= s < e <= len(pairs[0][1].note) for v in gold.values() for s, e in v)
-    res = evidence.measure(pairs, "bm25")
-    assert res["n"] >= 20 and res["hit_at_1"] >= 0.7
+    from opclaim.claim import Case
+    from opclaim.synth import generate_cases
+
+    for case in generate_cases(25, seed=6, style=style):
+        bounds = set(evidence.sentences(case.note))
+        assert set(case.evidence["icd10"]) == case.claim.icd10_set()
+        assert set(case.evidence["cpt"]) == case.claim.cpt_set()
+        for d in case.evidence.values():
+            for spans in d.values():
+                assert spans
+                for s, e in spans:
+                    assert 0 <= s < e <= len(case.note) and (s, e) in bounds
+        assert Case.from_dict(json.loads(json.dumps(case.to_dict()))).evidence == case.evidence
+    # a one-procedure terse note: the "proc:" line is among its CPT code's gold sentences
+    case = next(c for c in generate_cases(10, seed=6, style="terse") if len(c.claim.cpt_set()) == 1)
+    (cpt,) = case.claim.cpt_set()
+    assert any(case.note[s:e].lower().startswith("proc: ") for s, e in case.evidence["cpt"][cpt])
+
+
+def test_hit_at_1_against_the_writers_gold_compares_two_methods():
+    from opclaim.synth import generate_cases
+
+    cases = generate_cases(20, seed=3, style="dictation", length="short")
+    res = evidence.measure(cases, "bm25")
+    assert res["n"] >= 40 and res["hit_at_1"] >= 0.7
+    assert res["by_system"]["icd10"]["n"] + res["by_system"]["cpt"]["n"] == res["n"]
+    # a case without gold evidence (old records) is left out, not counted as a miss
+    bare = [type(c)(id=c.id, note=c.note, claim=c.claim) for c in cases]
+    assert evidence.measure(bare, "bm25")["n"] == 0
 
 
 def test_serve_rows_get_evidence_offsets():

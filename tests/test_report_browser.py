@@ -102,3 +102,83 @@ def test_screenshot_shows_content(report, tmp_path):
     gray = img[..., :3].mean(axis=2)
     assert (gray < 0.5).mean() > 0.01       # text and table borders drawn
     assert np.unique((gray * 255).astype(int)).size > 20  # anti-aliased text and the plot
+
+
+def _conf_rows(cases, config, seed):
+    """Outputs that drop or add a code now and then, each code with a decoding-like confidence."""
+    import json
+    import random
+
+    from opclaim.claim import PHI3_MARKERS, Claim, render_target
+
+    rng = random.Random(seed)
+    lines = []
+    for c in cases:
+        d = c.claim.to_dict()
+        if rng.random() < 0.3:
+            d["icd10"] = [*d["icd10"], "I10"]
+        pred = Claim.from_dict(d)
+        truth = c.claim.icd10_set() | c.claim.cpt_set() | c.claim.modifier_set()
+        codes = [{"system": s, "code": x, "line": None, "p": (0.85 + 0.15 * rng.random()) if x in truth
+                  else 0.2 + 0.6 * rng.random()}
+                 for s, xs in (("icd10", pred.icd10_set()), ("cpt", pred.cpt_set()), ("modifiers", pred.modifier_set()))
+                 for x in sorted(xs)]
+        lines.append(json.dumps({"id": c.id, "config": config, "output": render_target(pred, PHI3_MARKERS),
+                                 "latency_s": 0.3, "confidence": {"method": "token_prob", "masked": True,
+                                                                  "codes": codes}}))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def wide_report(tmp_path_factory):
+    """Eleven set/configuration pairs (the layout that used to scroll sideways), routed."""
+    d = tmp_path_factory.mktemp("wide")
+    sets = {"val": generate_cases(120, seed=7, id_prefix="v"), "same": generate_cases(16, seed=8, id_prefix="s"),
+            "cross": generate_cases(12, seed=9, style="terse", id_prefix="x"),
+            "golden": generate_cases(8, seed=10, id_prefix="g")}
+    for name, cases in sets.items():
+        write_cases(d / f"{name}.jsonl", cases)
+    (d / "val_p.jsonl").write_text(_conf_rows(sets["val"], "m", 0))
+    assert cli_main(["calibrate", "--predictions", str(d / "val_p.jsonl"), "--gold", str(d / "val.jsonl"),
+                     "--out", str(d / "cal.json")]) == 0
+    argv = ["eval", "--out", str(d / "out"), "--bootstrap", "100", "--calibration", str(d / "cal.json"),
+            "--train", str(d / "val.jsonl")]
+    configs = ["base-zero-shot", "retrieval-prompted-k8", "finetuned-qlora-r16", "knn-baseline"]
+    pairs = [(g, c) for g in ("same", "cross", "golden") for c in configs][:11]
+    for g in ("same", "cross", "golden"):
+        argv += ["--gold", f"{g}={d / f'{g}.jsonl'}"]
+    for i, (g, c) in enumerate(pairs):
+        f = d / f"{g}_{c}.jsonl"
+        f.write_text(_conf_rows(sets[g], c, i))
+        argv += ["--predictions", f"{g}/{c}={f}"]
+    assert cli_main(argv) == 0
+    return d / "out" / "report.html"
+
+
+def test_report_fits_1280_px_without_horizontal_scroll(wide_report, tmp_path):
+    import base64
+
+    from tests.serve_helpers import Browser
+
+    b = Browser(tmp_path / "profile")
+    try:
+        b.call("Emulation.setDeviceMetricsOverride", session=True, width=1280, height=1000, deviceScaleFactor=1,
+               mobile=False)
+        b.goto(wide_report.as_uri())
+        width = b.eval("[window.innerWidth, document.documentElement.scrollWidth, "
+                       "document.documentElement.clientWidth]")
+        assert width[0] == 1280 and width[1] <= width[2], width  # clientWidth excludes the scroll bar
+        # the coder section highlights evidence, the note's own markup stays text
+        assert b.eval("document.querySelectorAll('.note mark').length") > 10
+        assert b.eval("document.querySelectorAll('.note mark *, .note script').length") == 0
+        assert b.eval("document.querySelectorAll('.routing-table').length") == 3
+        assert b.eval("document.querySelectorAll('img.curve').length") == 3
+        assert b.eval("document.querySelectorAll('.case .review').length") > 0  # some codes go to a coder
+        shot = b.call("Page.captureScreenshot", session=True, format="png")
+        png = tmp_path / "wide.png"
+        png.write_bytes(base64.b64decode(shot["data"]))
+        import matplotlib.image as mpimg
+
+        assert mpimg.imread(str(png)).shape[1] == 1280
+    finally:
+        b.close()

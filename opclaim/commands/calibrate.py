@@ -81,11 +81,7 @@ def _route(args):
     after = calibrate.calibrated(cal, scored)
     train = routing.train_code_counts(read_cases(args.train)) if args.train else None
     res = routing.evaluate(after, gold, cal.routing, train_counts=train, n_boot=args.bootstrap)
-    for s in calibrate.SYSTEMS:
-        x, y = calibrate.pairs(scored, s)
-        xa, _ = calibrate.pairs(after, s)
-        res["systems"][s]["ece_before"] = calibrate.ece(x, y)
-        res["systems"][s]["ece_after"] = calibrate.ece(xa, y)
+    routing.add_ece(res, scored, after)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "routing.json") as fh:

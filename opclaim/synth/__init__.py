@@ -37,8 +37,11 @@ def iter_drawn(n: int, seed: int = 0, style: str = "dictation", length: str = "r
     rng = random.Random(f"opclaim-synth/{seed}/{style}/{length}")
     for i in range(n):
         s = scenario.draw(rng, f"{id_prefix}{i:06d}", length, services)
-        note = write(rng, s)
-        case = Case(id=s.id, note=note, claim=scenario.code_claim(s), date=s.date, service=s.service, style=style)
+        facts: list = []
+        note = write(rng, s, facts)
+        claim = scenario.code_claim(s)
+        case = Case(id=s.id, note=note, claim=claim, date=s.date, service=s.service, style=style,
+                    evidence=scenario.gold_evidence(note, facts, claim))
         # The facts already drawn (no extra rng draw, so notes and claims stay the same by seed).
         # Set after construction: works whether or not Case declares `patient` yet.
         case.patient = {"age": s.age, "sex": s.sex}

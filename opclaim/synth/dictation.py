@@ -250,12 +250,25 @@ def _description(rng: random.Random, s: Scenario) -> list[str]:
     return paras
 
 
-def write(rng: random.Random, s: Scenario) -> str:
+def write(rng: random.Random, s: Scenario, facts: list | None = None) -> str:
+    """The note. `facts`, when given, receives (system, codes, phrase) for every phrase this writer
+    puts in the note to state a coded fact (scenario.gold_evidence turns them into spans)."""
     he, his, _ = _pron(s)
     first = s.done[0]
     pre = [formal_dx(d, dx) for d in s.done for dx in d.pre]
     post = [formal_dx(d, dx) for d in s.done for dx in d.post]
     procs = [formal_proc(d, rng.choice([d.proc.name] + SYNONYMS.get(d.proc.cpt, []))) for d in s.done]
+    if facts is not None:
+        for d, name in zip(s.done, procs, strict=True):
+            facts += [("cpt", (d.proc.cpt,), name), ("cpt", (d.proc.cpt,), d.proc.name)]
+            for dx in d.post:  # the post-operative diagnosis line (or the pre-operative one under "Same."), findings
+                codes = tuple(dx.for_side(d.side, d.digit, d.lid))
+                facts += [("icd10", codes, formal_dx(d, dx)), ("icd10", codes, dx.words)]
+        facts += [("icd10", tuple(c.codes), c.words) for c in s.comorbid]  # PAST MEDICAL HISTORY
+        if s.obesity_documented:
+            facts.append(("icd10", cat.obesity_codes(s.bmi), f"obesity with a body mass index of {s.bmi}"))
+        codes, sentence, _ = cat.TOBACCO[s.tobacco]
+        facts.append(("icd10", codes, sentence.replace("She/He ", "")))  # SOCIAL HISTORY
     header = [f"OPERATIVE REPORT\nDATE OF OPERATION: {_fmt_date(rng, s.date)}\nMEDICAL RECORD NUMBER: {s.mrn}"]
     dxs = [f"{rng.choice(_HDR['pre'])}: {_numbered(pre)}",
            f"{rng.choice(_HDR['post'])}: " + ("Same." if post == pre and rng.random() < 0.6 else _numbered(post))]

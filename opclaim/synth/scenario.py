@@ -323,3 +323,32 @@ def code_claim(s: Scenario) -> Claim:
         providers.append(Provider(person.claim_name, "assistant",
                                   [Line(x.cpt, x.modifiers + [_ASSIST_MOD[kind]], x.description) for x in lines]))
     return Claim(icd10_codes(s), providers)
+
+
+# ---------------------------------------------------------------- gold evidence
+def gold_evidence(note: str, facts: list, claim: Claim) -> dict:
+    """The writer's own phrases for each coded fact (writers' `facts`: (system, codes, phrase)),
+    found in the finished note (case-insensitively: a terse note may be lower-cased at the end)
+    and snapped to the sentences or lines that carry them: {"icd10"|"cpt": {code: [[start, end], ...]}}
+    for the claim's codes, character offsets into `note`."""
+    from opclaim.sentences import sentences
+
+    low = note.lower()
+    hay = low if len(low) == len(note) else note  # lower() may change length outside ASCII
+    spans = sentences(note)
+    wanted = {"icd10": claim.icd10_set(), "cpt": claim.cpt_set()}
+    out: dict[str, dict[str, list]] = {"icd10": {}, "cpt": {}}
+    for system, codes, phrase in facts:
+        if not phrase:
+            continue
+        needle = phrase.lower() if hay is low else phrase
+        hits = []
+        at = hay.find(needle)
+        while at >= 0:
+            hits += [[s, e] for s, e in spans if s < at + len(needle) and e > at]
+            at = hay.find(needle, at + 1)
+        for code in codes:
+            if code in wanted[system]:
+                got = out[system].setdefault(code, [])
+                got += [h for h in hits if h not in got]
+    return {system: {c: sorted(v) for c, v in d.items() if v} for system, d in out.items()}

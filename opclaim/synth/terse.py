@@ -102,7 +102,9 @@ def _hx(rng: random.Random, s: Scenario) -> list[str]:
     return out
 
 
-def write(rng: random.Random, s: Scenario) -> str:
+def write(rng: random.Random, s: Scenario, facts: list | None = None) -> str:
+    """The note. `facts`, when given, receives (system, codes, phrase) for every phrase this writer
+    puts in the note to state a coded fact (scenario.gold_evidence turns them into spans)."""
     first = s.done[0]
     pre = [terse_dx(d, dx) for d in s.done for dx in d.pre]
     post = [terse_dx(d, dx) for d in s.done for dx in d.post]
@@ -110,6 +112,17 @@ def write(rng: random.Random, s: Scenario) -> str:
     L.append("pre-op dx: " + "; ".join(pre))
     L.append("post-op dx: " + ("same" if post == pre else "; ".join(post)))
     names = [terse_proc(d, rng.choice([d.proc.terse] + SYNONYMS.get(d.proc.cpt, []))) for d in s.done]
+    if facts is not None:
+        for d, name in zip(s.done, names, strict=True):
+            facts += [("cpt", (d.proc.cpt,), name), ("cpt", (d.proc.cpt,), d.proc.terse)]  # proc line, steps
+            for dx in d.post:  # post-op dx line (or pre-op under "same"), findings
+                codes = tuple(dx.for_side(d.side, d.digit, d.lid))
+                facts += [("icd10", codes, terse_dx(d, dx)), ("icd10", codes, dx.terse)]
+        facts += [("icd10", tuple(c.codes), c.terse) for c in s.comorbid]  # pmh
+        if s.obesity_documented:
+            facts.append(("icd10", cat.obesity_codes(s.bmi),
+                          ("morbid obesity" if s.bmi >= 40 else "obesity") + f", BMI {s.bmi}"))
+        facts.append(("icd10", cat.TOBACCO[s.tobacco][0], cat.TOBACCO[s.tobacco][2]))
     if len(s.done) == 1:
         L.append("proc: " + names[0])
     else:
