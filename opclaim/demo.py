@@ -200,6 +200,11 @@ class Demo:
         inputs = {"recipe": str(recipe), "recipe_sha256": artifacts.sha256_file(recipe),
                   "train_overrides": self.cfg.get("train_overrides") or {},
                   "model": self.fp["model"], "data": self.fp["data"]}
+        seed = int(self.cfg.get("seed") or 0)
+        if seed and "seed" not in (self.cfg.get("train_overrides") or {}):
+            # another demo seed also draws another LoRA initialisation and data order
+            over += ["--seed", 42 + seed]
+            inputs["seed"] = seed
         if (self.cfg.get("train_overrides") or {}).get("prompt_mode") in RAG_TRAINING:
             over += ["--rag-index", self.p("rag")]  # retrieval-tuned: the training index of this data
             inputs["rag"] = self.fp["rag"]
@@ -458,13 +463,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="demo.yaml")
     ap.add_argument("--fresh", action="store_true", help="delete the output folder first")
+    ap.add_argument("--seed", type=int, help="override the config's seed (data, split and, when not 0, "
+                    "training seed 42 + SEED): the same demo on another draw")
+    ap.add_argument("--out", help="override the config's output folder (e.g. runs/demo-seed1)")
     ap.add_argument("--readme", metavar="FILE", help="after the run, put its table.md into FILE's "
                     "demo-table block (how README.md's table is made)")
     args = ap.parse_args(argv)
     path = Path(args.config)
     if not path.is_file():
         raise InputError("demo config not found", file=path)
-    demo = Demo(read_yaml(path, "demo config"), fresh=args.fresh, config_name=path.as_posix())
+    cfg = read_yaml(path, "demo config")
+    if args.seed is not None:
+        cfg["seed"] = args.seed
+    if args.out:
+        cfg["out"] = args.out
+    name = path.as_posix() + (f" --seed {args.seed}" if args.seed is not None else "")
+    demo = Demo(cfg, fresh=args.fresh, config_name=name)
     demo.run()
     if args.readme:
         splice_table(Path(args.readme), demo.p("table.md"))
