@@ -336,9 +336,36 @@ class Demo:
         print(f"[demo] repetition scope for {name}: {self.chosen_scope} (val CPT/ICD F1: "
               + ", ".join(f"{s} {100 * score[s][0]:.1f}/{100 * score[s][1]:.1f}" for s in scopes) + ")", flush=True)
 
+    def calibrate(self) -> None:
+        """`routing: {config, target_precision}`: that configuration on val (reusing the scope
+        choice's run when it is the same), `opclaim calibrate` on it, and eval routes its codes."""
+        r = self.cfg.get("routing") or {}
+        self.cal = None
+        name = r.get("config")
+        if not name:
+            return
+        c = self.configs().get(name)
+        if c is None:
+            print(f"[demo] routing: skipped ({name} is not among this run's configurations)", flush=True)
+            return
+        scope = self.scope_of(c)
+        val_name = f"{name}@{scope}"
+        if f"infer/val/{val_name}" not in self.fp:
+            args, deps = self.infer_args(c, scope)
+            self.run_infer("val", val_name, args, deps, scope)
+        target = float(r.get("target_precision", 0.95))
+        out = self.p("calibration", "cal.json")
+        self.stage("calibrate", f"calibrate {name} on val", {"val": self.fp[f"infer/val/{val_name}"],
+                                                            "target_precision": target}, [out],
+                   [BIN / "opclaim", "calibrate", "--predictions", self.p("preds", "val", f"{val_name}.jsonl"),
+                    "--gold", self.sets()["val"], "--out", out, "--target-precision", target],
+                   clear=[self.p("calibration")])
+        self.cal = (name, out, target)
+
     def infer(self):
         self.extra_sets: dict[str, tuple[Path, str]] = {}
         self.choose_scope()
+        self.calibrate()
         for gold, name, args, deps, scope in self.runs():
             self.run_infer(gold, name, args, deps, scope)
         for gold in [*self.sets(), *self.extra_sets]:
@@ -360,13 +387,18 @@ class Demo:
         every = {**self.sets(), **{k: v[0] for k, v in self.extra_sets.items()}}
         for gold, path in every.items():
             args += ["--gold", f"{gold}={path}"]
+        cal = getattr(self, "cal", None)
+        if cal is not None:
+            args += ["--calibration", f"{cal[0]}={cal[1]}", "--target-precision", cal[2],
+                     "--train", self.p("data", "split", "train.jsonl")]
         preds = {}
         for gold in every:
             for pred in sorted(self.p("preds", gold).glob("*.jsonl")):
                 args += ["--predictions", f"{gold}/{pred.stem}={pred}"]
                 preds[f"{gold}/{pred.stem}"] = self.fp.get(f"infer/{gold}/{pred.stem}") or self.fp.get(f"knn/{gold}")
         self.stage("eval", "evaluate + report", {"eval": self.cfg["eval"], "seed": self.cfg["seed"],
-                                                 "predictions": preds},
+                                                 "predictions": preds,
+                                                 **({"calibrate": self.fp["calibrate"]} if cal else {})},
                    [self.p("report", "metrics.json")], args)
         self.stage("card", "model card", {"train": self.fp["train"], "eval": self.fp["eval"]},
                    [self.p("adapter", "README.md")],

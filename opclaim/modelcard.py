@@ -209,10 +209,23 @@ def identity(model_dir: Path, run: TrainRun, merge: MergeRecord | None, config_s
             ("Merged weights", hashes(merged_w, "not merged")),
             ("Bundle", _bundle_digest(model_dir)),
             ("Prompt format", _short(run.prompt_format or "not recorded")),
+            ("Prompt mode", _prompt_mode(run)),
             ("Resolved configuration", f"`{CONFIG_FILE}` beside this card, sha256 `{config_sha}`"),
             ("Trained", f"{_short(run.date or 'date not recorded')}, torch {_short(run.torch or '?')}; "
                         f"card written by opclaim {opclaim.__version__}")]
     return ["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+
+
+def _prompt_mode(run: TrainRun) -> str:
+    """How the weights must be prompted (`opclaim infer` refuses another mode)."""
+    if run.prompt_mode == "finetuned":
+        return "finetuned (the study's: the note only); run with `--mode finetuned`"
+    r = run.rag or {}
+    how = (f"{_short(str(r.get('k')))} nearest other training claims per prompt, "
+           f"{_short(str(r.get('distractor_share_actual')))} of them distractors ({_short(str(r.get('distractors')))}), "
+           f"index fingerprint `{_short(str(r.get('index_fingerprint')))}`")
+    modes = "`--mode finetuned` or `--mode rag`" if run.prompt_mode == "mixed" else "`--mode rag`"
+    return f"{_short(run.prompt_mode)} (retrieval-tuned: {how}); run with {modes} and a RAG index"
 
 
 def provenance(run: TrainRun, validation: dict | None) -> list[str]:

@@ -36,6 +36,7 @@ def _config(tmp_path: Path, golden: Path, max_steps: int) -> Path:
                        "rag-tuned+constrained": {"weights": "tuned", "mode": "rag", "scope": "val",
                                                  "constrain": True}},
            "scope_choice": {"config": "rag-tuned", "scopes": ["prompt", "generated"]},
+           "routing": {"config": "rag-tuned", "target_precision": 0.5},
            "infer": {"batch_size": 4, "max_new_tokens": 8, "repetition_penalty": 1.1, "constrain": False},
            "eval": {"bootstrap": 0}, "title": "tiny demo"}
     path = tmp_path / "demo.yaml"
@@ -70,7 +71,7 @@ def test_demo_reruns_what_a_config_edit_changed(tmp_path, golden_file, cli_env):
     sets = ("test", "dictation", "golden")
     tuned = [f"infer/{s}/{c}" for s in sets for c in ("finetuned", "rag-tuned")]
     base = [f"infer/{s}-1/base" for s in sets]
-    val = {"infer/val/rag-tuned@prompt", "infer/val/rag-tuned@generated", "scope"}
+    val = {"infer/val/rag-tuned@prompt", "infer/val/rag-tuned@generated", "scope", "calibrate"}
     everything = {"data", "golden", "model", "rag", "train", "merge", *val, *tuned, *base,
                   *(f"knn/{s}" for s in sets), *(f"knn/{s}-1" for s in sets), "eval", "card"}
     assert set(ran) == everything  # no constrained rows: infer.constrain is false
@@ -78,6 +79,10 @@ def test_demo_reruns_what_a_config_edit_changed(tmp_path, golden_file, cli_env):
     assert "repetition scope for rag-tuned:" in out
     run = json.loads((tmp_path / "demo" / "adapter" / "opclaim_run.json").read_text())
     assert run["prompt_mode"] == "mixed" and run["rag"]["k"] == 2
+    metrics = json.loads((tmp_path / "demo" / "report" / "metrics.json").read_text())
+    routed = metrics["configs"]["test/rag-tuned"]
+    assert "routing" in routed or "routing_skipped" in routed  # calibrated on val, routed on test
+    assert "routing" not in metrics["configs"]["test/finetuned"]  # only the configuration asked for
     table = (tmp_path / "demo" / "table.md").read_text()
     assert "base on the first 1 cases" in table and "chosen on val" in table
     for s in ("test", "dictation"):
