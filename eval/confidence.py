@@ -84,6 +84,22 @@ def score_output(text: str, tokens: list[tuple], *, masked: bool) -> dict:
     return {"method": "token_prob", "masked": masked, "codes": codes}
 
 
+def add_agreement(conf: dict, examples) -> dict:
+    """The neighbours' agreement of each code: the share of the prompt's example claims (rag mode)
+    that carry it (ICD-10-CM in the diagnoses, CPT on a line, a CPT-modifier pair on a line), as `agree`."""
+    sets = {"icd10": [], "cpt": [], "modifiers": []}
+    for ex in examples:
+        sets["icd10"].append(set(ex.icd10))
+        lines = [ln for p in ex.providers for ln in p.lines]
+        sets["cpt"].append({ln.cpt for ln in lines})
+        sets["modifiers"].append({f"{ln.cpt}-{m}" for ln in lines for m in ln.modifiers})
+    for c in conf.get("codes", []):
+        have = sets.get(c.get("system"))
+        if have:
+            c["agree"] = round(sum(c["code"] in h for h in have) / len(have), 6)
+    return conf
+
+
 def code_scores(confidence: dict | None, key: str = "p") -> dict[str, dict[str, float]]:
     """system -> code -> score for a row's confidence field; a code on several lines keeps its best."""
     out: dict[str, dict[str, float]] = {s: {} for s in SYSTEMS}

@@ -138,7 +138,7 @@ def prepare(args):
     """(cases, prompts, engine, config) for a run; shared by one process and by N ranks."""
     from infer import loading, output
     from infer.engines import HFEngine
-    from infer.render import build_prompts
+    from infer.render import build_prompts, examples_for
     from opclaim.artifacts import folder_fingerprint
 
     cases = _check_inputs(args)
@@ -164,7 +164,8 @@ def prepare(args):
         retriever = Retriever.load(args.rag_index)
         config.update(rag_index=str(Path(args.rag_index).resolve()), rag_fingerprint=folder_fingerprint(
             Path(args.rag_index)), k=args.k)
-    prompts_text = build_prompts(cases, args.mode, loaded, retriever, k=args.k)
+    examples = examples_for(cases, args.mode, retriever, k=args.k)
+    prompts_text = build_prompts(cases, args.mode, loaded, examples=examples)
     grammar = ebnf = None
     if args.constrain:
         from infer import constrain
@@ -184,6 +185,8 @@ def prepare(args):
     else:
         engine = HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar,
                           decoder=args.decoder, repetition_scope=args.repetition_scope)
+    if args.mode == "rag":  # the examples each prompt showed: the neighbours' agreement per code
+        engine.examples = {c.id: ex for c, ex in zip(cases, examples, strict=True)}
     return cases, prompts_text, engine, config, output.cases_identity(cases, args.cases)
 
 

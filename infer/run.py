@@ -82,6 +82,7 @@ def _run_locked(cases, prompts_text, engine, out: Path, config: dict, cases_id, 
             # Amortised per-case cost: the batch's wall time shared by its cases.
             latency = round((time.perf_counter() - t0) / len(idx), 4)
             token_probs = getattr(engine, "last_token_probs", None) or [None] * len(idx)
+            shown = getattr(engine, "examples", None) or {}
             for i, text, cut, tp in zip(idx, texts, truncated, token_probs, strict=False):
                 flags = []
                 if cut:
@@ -96,6 +97,8 @@ def _run_locked(cases, prompts_text, engine, out: Path, config: dict, cases_id, 
                 if tp is not None:
                     row["confidence"] = confidence.score_output(
                         text, tp, masked=constrained and getattr(engine, "processed", True))
+                    if cases[i].id in shown:
+                        confidence.add_agreement(row["confidence"], shown[cases[i].id])
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 have[row["id"]] = row
             fh.flush()

@@ -158,3 +158,19 @@ def test_knn_vote_shares_and_serve_rows():
     assert conf["method"] == "knn_vote"
     _, rows = claim_from_output(render_target(voted, PHI3_MARKERS), conf)
     assert {r["code"]: r["confidence"] for r in rows} == {"K80.20": 0.5, "I10": 0.75, "49505": 0.5, "47562": 0.5}
+
+
+def test_neighbours_agreement_is_the_share_of_examples_with_the_code():
+    from eval.confidence import add_agreement
+    from opclaim.claim import Claim
+
+    def claim(icd, cpt, mods=()):
+        return Claim.from_dict({"icd10": icd, "providers": [{"name": "Dr. A", "role": "surgeon", "lines": [
+            {"cpt": cpt, "modifiers": list(mods), "description": "x"}]}]})
+
+    examples = [claim(["K80.20"], "47562", ["80"]), claim(["K80.20", "K81.1"], "47563")]
+    conf = {"codes": [{"system": "icd10", "code": "K80.20"}, {"system": "icd10", "code": "K81.1"},
+                      {"system": "icd10", "code": "E11.9"}, {"system": "cpt", "code": "47562"},
+                      {"system": "modifiers", "code": "47562-80"}, {"system": "modifiers", "code": "47563-80"}]}
+    got = [c["agree"] for c in add_agreement(conf, examples)["codes"]]
+    assert got == [1.0, 0.5, 0.0, 0.5, 0.5, 0.0]

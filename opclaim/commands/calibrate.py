@@ -19,8 +19,8 @@ opclaim calibrate --predictions runs/val.jsonl --gold data/val.jsonl --out runs/
     p.add_argument("--gold", required=True, help="the validation cases (JSONL)")
     p.add_argument("--out", required=True, help="calibration file (JSON); a reliability diagram is written beside it")
     p.add_argument("--method", choices=("isotonic", "platt"), default="isotonic")
-    p.add_argument("--key", choices=("p", "p_model"), default="p",
-                   help="p: the decoding's probability (with the grammar mask when constrained); p_model: the raw model's")
+    p.add_argument("--key", choices=("p", "p_model", "agree"), default="p",
+                   help="p: the decoding's probability (with the grammar mask when constrained); p_model: the raw model's; agree: the share of the RAG examples carrying the code")
     p.add_argument("--target-precision", type=float, default=0.95)
     p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of the precision lower bound")
     r = verb(subs, "route", "route predicted codes auto/review with a calibration fitted on validation", """
