@@ -40,6 +40,8 @@ def register(subs) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpu-hour-cost", type=float, help="price of one GPU hour, for cost per 1,000 cases")
     p.add_argument("--title", default="opclaim evaluation", help="report title")
+    p.add_argument("--headline-config", metavar="NAME",
+                   help="configuration of the headline numbers (default: finetuned, else the first)")
     p.add_argument("--report-cases", type=int, default=100, metavar="N",
                    help="worst cases per gold set shown in the report's coder section")
     p.add_argument("--workers", type=int, help="processes for ROUGE/METEOR (default: all cores)")
@@ -138,7 +140,7 @@ def main(args) -> int:
                          n_boot=args.bootstrap, seed=args.seed)
         if args.evidence != "none":
             r.evidence = evidence.for_run(r, refs, args.evidence)
-    head = headline.build(runs, golds)
+    head = headline.build(runs, golds, prefer=args.headline_config)
     worklist.write(out / "cases.csv", runs, refs)
     report.write(out / "report.html", runs, refs, title=args.title, n_boot=args.bootstrap, seed=args.seed,
                  max_cases=args.report_cases, headline=head)

@@ -4,7 +4,8 @@ golden gaps side by side (ClarioScope's table: a same-generator number alone ove
 Each gold set gets a role. By name first ("golden", "val", "test"/"same-style", "cross-style"),
 then by content: records marked `"source": "golden"` are golden; a set written in another style
 than the val/test sets is cross-style. The headline set is golden if present, else cross-style,
-else same-style; its configuration is "finetuned" when scored there, else the first one.
+else same-style; its configuration is the one asked for (`--headline-config`), else "finetuned"
+when scored there, else the first one.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def roles(golds: dict[str, list]) -> dict[str, str | None]:
     return out
 
 
-def build(runs, golds: dict[str, list]) -> dict:
+def build(runs, golds: dict[str, list], prefer: str | None = None) -> dict:
     """The headline block of metrics.json: source set, its configuration's F1, and the gaps."""
     role_of = roles(golds)
     by_role = {}
@@ -55,7 +56,8 @@ def build(runs, golds: dict[str, list]) -> dict:
     source_role = next((r for r in ("golden", "cross-style", "same-style") if r in by_role), None)
     source = by_role[source_role] if source_role else next(iter(golds), None)
     on_source = [r for r in runs if r.gold == source]
-    pick = next((r for r in on_source if r.config == "finetuned"), on_source[0] if on_source else None)
+    pick = next((r for r in on_source if r.config == prefer), None) or next(
+        (r for r in on_source if r.config == "finetuned"), on_source[0] if on_source else None)
     configs = list(dict.fromkeys(r.config for r in runs))
     gaps = []
     for cfg in configs:
@@ -80,4 +82,5 @@ def build(runs, golds: dict[str, list]) -> dict:
                        "f1_ci": ((pick.block.get("subgroups") or {}).get("overall") or {}).get(c, {}).get("f1_ci")}
                    for c in COMPONENTS} if pick else {},
             "roles": role_of, "sets_by_role": by_role, "gaps": gaps,
-            "rule": "golden if present, else cross-style, else same-style"}
+            "rule": "golden if present, else cross-style, else same-style; the configuration asked for, "
+                    "else finetuned, else the first"}

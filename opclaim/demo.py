@@ -387,6 +387,8 @@ class Demo:
         every = {**self.sets(), **{k: v[0] for k, v in self.extra_sets.items()}}
         for gold, path in every.items():
             args += ["--gold", f"{gold}={path}"]
+        if self.cfg.get("headline_config"):
+            args += ["--headline-config", self.cfg["headline_config"]]
         cal = getattr(self, "cal", None)
         if cal is not None:
             args += ["--calibration", f"{cal[0]}={cal[1]}", "--target-precision", cal[2],
@@ -397,7 +399,7 @@ class Demo:
                 args += ["--predictions", f"{gold}/{pred.stem}={pred}"]
                 preds[f"{gold}/{pred.stem}"] = self.fp.get(f"infer/{gold}/{pred.stem}") or self.fp.get(f"knn/{gold}")
         self.stage("eval", "evaluate + report", {"eval": self.cfg["eval"], "seed": self.cfg["seed"],
-                                                 "predictions": preds,
+                                                 "predictions": preds, "headline": self.cfg.get("headline_config"),
                                                  **({"calibrate": self.fp["calibrate"]} if cal else {})},
                    [self.p("report", "metrics.json")], args)
         self.stage("card", "model card", {"train": self.fp["train"], "eval": self.fp["eval"]},

@@ -120,3 +120,21 @@ def test_eval_writes_subgroups_and_golden_headline(cases, tmp_path):
     assert "Flagged: age_band = 80+ (icd10" in html
     for note_word in ("year-old",):  # subgroup output carries no note text
         assert note_word not in json.dumps(sg)
+
+
+def test_headline_takes_the_configuration_asked_for():
+    from types import SimpleNamespace
+
+    from eval import headline
+
+    def run(gold, cfg, f1):
+        comp = {"f1": f1, "precision_ci": None, "recall_ci": None}
+        return SimpleNamespace(gold=gold, config=cfg, label=f"{gold}/{cfg}",
+                               block={"n_cases": 3, "icd10": comp, "cpt": comp, "modifier": comp})
+
+    runs = [run("test", "knn", 0.9), run("test", "finetuned", 0.1), run("test", "rag-tuned", 0.5)]
+    golds = {"test": []}
+    assert headline.build(runs, golds)["config"] == "finetuned"
+    assert headline.build(runs, golds, prefer="rag-tuned")["config"] == "rag-tuned"
+    assert headline.build(runs, golds, prefer="absent")["config"] == "finetuned"
+    assert headline.build(runs[:1], golds)["config"] == "knn"
