@@ -239,7 +239,7 @@ class Demo:
         """name -> {weights: base|tuned, mode, constrain, scope, cases} for every LLM configuration
         (`configs:` in the demo config; default: the study's four)."""
         cfgs = self.cfg.get("configs") or STUDY_CONFIGS
-        if not self.cfg["infer"].get("constrain", True):  # a quicker demo (tests/test_demo.py)
+        if not (self.cfg.get("infer") or {}).get("constrain", True):  # a quicker demo (tests/test_demo.py)
             cfgs = {k: v for k, v in cfgs.items() if not v.get("constrain")}
         for name, c in cfgs.items():
             bad = sorted(set(c) - CONFIG_KEYS)
