@@ -148,6 +148,21 @@ def calibrated(cal: Calibration, scored: dict) -> dict:
                   for s in SYSTEMS} for cid, case in scored.items()}
 
 
+def annotate(conf: dict, cal: Calibration) -> dict:
+    """`opclaim infer --calibration`: each code of a row's `confidence` gets `p_cal` (its `cal.key`
+    score through the system's fitted points) and `route` (auto at or above the system's threshold,
+    chosen on validation; review otherwise, and always when no threshold qualified)."""
+    for c in conf.get("codes", []):
+        pts = cal.systems.get(c.get("system"))
+        if pts is None:
+            continue
+        v = apply_points(pts, c.get(cal.key))
+        c["p_cal"] = None if v is None else round(v, 6)
+        t = (cal.routing.get(c["system"]) or {}).get("threshold")
+        c["route"] = "auto" if t is not None and v is not None and v >= t else "review"
+    return conf
+
+
 def refuse_fitted_cases(cal: Calibration, ids, path=None) -> None:
     """A calibration (and threshold) fitted on any of these cases must not score them."""
     seen = set(cal.fitted_on.get("id_digests", []))

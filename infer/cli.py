@@ -52,6 +52,8 @@ def add_infer_arguments(p) -> None:
     p.add_argument("--mod-ref", help="modifier list replacing the built-in table")
     p.add_argument("--grammar-cache", help="folder for compiled grammars (default ~/.cache/opclaim/grammars)")
     p.add_argument("--config-name", help="the 'config' value of every row (default: the mode)")
+    p.add_argument("--calibration", help="cal.json from `opclaim calibrate`: each code also gets p_cal and "
+                   "route (auto/review at the validation-chosen threshold)")
     p.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="vllm: GPU only, extra [vllm]")
     p.add_argument("--tensor-parallel", type=int, default=1, help="GPUs per model (vllm engine)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores / ranks)")
@@ -142,6 +144,10 @@ def prepare(args):
     from opclaim.artifacts import folder_fingerprint
 
     cases = _check_inputs(args)
+    from eval.calibrate import Calibration
+    from opclaim import artifacts
+
+    cal = artifacts.load(Calibration, args.calibration) if args.calibration else None  # before the model
     if args.engine == "vllm":
         from infer.engines import VllmEngine
 
@@ -185,6 +191,9 @@ def prepare(args):
     else:
         engine = HFEngine(loaded, repetition_penalty=args.repetition_penalty, grammar=grammar,
                           decoder=args.decoder, repetition_scope=args.repetition_scope)
+    if cal is not None:
+        engine.calibration = cal
+        config["calibration"] = artifacts.sha256_file(args.calibration)
     if args.mode == "rag":  # the examples each prompt showed: the neighbours' agreement per code
         engine.examples = {c.id: ex for c, ex in zip(cases, examples, strict=True)}
     return cases, prompts_text, engine, config, output.cases_identity(cases, args.cases)

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from eval import confidence
+from eval import calibrate, confidence
 from infer import output
 from infer.engines import STUDY
 from infer.output import FLAG_CAPPED, FLAG_TOO_LONG, FLAG_TRUNCATED
@@ -83,6 +83,7 @@ def _run_locked(cases, prompts_text, engine, out: Path, config: dict, cases_id, 
             latency = round((time.perf_counter() - t0) / len(idx), 4)
             token_probs = getattr(engine, "last_token_probs", None) or [None] * len(idx)
             shown = getattr(engine, "examples", None) or {}
+            cal = getattr(engine, "calibration", None)
             for i, text, cut, tp in zip(idx, texts, truncated, token_probs, strict=False):
                 flags = []
                 if cut:
@@ -99,6 +100,8 @@ def _run_locked(cases, prompts_text, engine, out: Path, config: dict, cases_id, 
                         text, tp, masked=constrained and getattr(engine, "processed", True))
                     if cases[i].id in shown:
                         confidence.add_agreement(row["confidence"], shown[cases[i].id])
+                    if cal is not None:
+                        calibrate.annotate(row["confidence"], cal)
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 have[row["id"]] = row
             fh.flush()

@@ -206,3 +206,16 @@ def test_eval_reads_version_1_metrics():
     m = artifacts.parse(artifacts.EvalMetrics, {"schema": "opclaim.eval/1", "gold_sets": {"t": {}},
                                                 "configs": {"m": {"n_cases": 1}}})
     assert m.configs["m"] == {"n_cases": 1}
+
+
+def test_annotate_maps_through_the_fitted_points_and_routes_at_the_threshold():
+    from eval.calibrate import Calibration, annotate
+
+    pts = {"x": [0.0, 0.5, 1.0], "y": [0.0, 0.2, 1.0], "n": 3, "ece_before": None, "ece_after": None}
+    cal = Calibration(method="isotonic", key="p", systems={"icd10": pts, "cpt": pts, "modifiers": pts},
+                      fitted_on={"n_cases": 3, "id_digests": [], "predictions_sha256": ""},
+                      routing={"icd10": {"threshold": 0.6}, "cpt": {"threshold": None}})
+    conf = {"codes": [{"system": "icd10", "code": "A", "p": 0.75}, {"system": "icd10", "code": "B", "p": 0.5},
+                      {"system": "cpt", "code": "C", "p": 1.0}, {"system": "modifiers", "code": "C-RT", "p": None}]}
+    got = [(c["p_cal"], c["route"]) for c in annotate(conf, cal)["codes"]]
+    assert got == [(0.6, "auto"), (0.2, "review"), (1.0, "review"), (None, "review")]

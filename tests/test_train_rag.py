@@ -170,6 +170,27 @@ def test_rag_trained_adapter_record_and_infer_mode_checks(tmp_path, tiny_phi3_di
         cfg = json.loads((tmp_path / f"rag-{scope}-2.jsonl.run.json").read_text())["config"]
         assert cfg.get("repetition_scope", "prompt") == scope
 
+    # --calibration: every code gets p_cal and route; a file that is not a calibration is refused
+    from eval.calibrate import Calibration
+    from opclaim import artifacts
+
+    pts = {"x": [0.0, 1.0], "y": [0.0, 1.0], "n": 2, "ece_before": None, "ece_after": None}
+    cal = tmp_path / "cal.json"
+    artifacts.save(Calibration(method="isotonic", key="p", systems=dict.fromkeys(("icd10", "cpt", "modifiers"), pts),
+                               fitted_on={"n_cases": 0, "id_digests": [], "predictions_sha256": ""},
+                               routing={"cpt": {"threshold": 0.0}}), cal)
+    out = tmp_path / "cal.jsonl"
+    r = _infer(cli_env, *common, "--mode", "rag", "--rag-index", index.dir, "--calibration", cal, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "cal.jsonl.run.json").read_text())["config"]["calibration"]
+    for row in map(json.loads, out.read_text().splitlines()):
+        for c in row["confidence"]["codes"]:
+            assert "p_cal" in c and c["route"] == ("auto" if c["system"] == "cpt" else "review")
+            assert "agree" in c  # rag rows: the neighbours' agreement
+    r = _infer(cli_env, *common, "--mode", "rag", "--rag-index", index.dir, "--calibration", index.train,
+               "--out", tmp_path / "bad.jsonl")
+    assert r.returncode == 2 and not (tmp_path / "bad.jsonl").exists()
+
 
 @pytest.mark.slow
 def test_plain_finetune_refused_in_rag_mode_and_mixed_runs_both(tmp_path, tiny_phi3_dir, index, cli_env):
