@@ -129,10 +129,9 @@ def _check_inputs(args):
     if args.engine == "vllm" and args.repetition_scope == "generated":
         raise InputError("vLLM's repetition penalty always sees the prompt: use --repetition-scope prompt "
                          "or off with --engine vllm", field="--repetition-scope")
-    from infer.loading import check_mode, trained_mode
+    from infer.loading import check_mode, weights_mode
 
-    trained = (trained_mode(Path(args.adapter)) if args.adapter else None) or trained_mode(Path(args.model))
-    check_mode(trained, args.mode, args.k, allow=args.allow_mode_mismatch)
+    check_mode(weights_mode(args.model, args.adapter), args.mode, args.k, allow=args.allow_mode_mismatch)
     return cases
 
 

@@ -52,6 +52,11 @@ def trained_mode(folder: Path) -> dict | None:
 ALLOWED_MODES = {"finetuned": ("finetuned",), "rag": ("rag",), "mixed": ("finetuned", "rag")}
 
 
+def weights_mode(model_dir, adapter=None) -> dict | None:
+    """The training mode of the weights a run loads: the adapter's record, else the (merged) model's."""
+    return (trained_mode(Path(adapter)) if adapter else None) or trained_mode(Path(model_dir))
+
+
 def check_mode(trained: dict | None, mode: str, k: int | None = None, *, allow: bool = False) -> None:
     """Refuse to run weights in a prompt mode they were not trained on (the prompt would not be the
     one they learned): a retrieval-tuned model without its examples, a plain fine-tune with them,

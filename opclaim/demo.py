@@ -295,12 +295,16 @@ class Demo:
                 out.append((self.subset(gold, c.get("cases")), name, args, deps, scope))
         return out
 
+    def cases_of(self, gold: str) -> tuple[Path, str]:
+        """(cases file, the set it was cut from) for a set or a `-N` subset of one."""
+        return self.extra_sets.get(gold, (self.sets().get(gold), gold))
+
     def run_infer(self, gold: str, name: str, args: list, deps: list[str], scope: str) -> None:
         i = self.cfg["infer"]
-        cases_file, base_set = self.extra_sets.get(gold, (self.sets().get(gold), gold))
+        cases_file, base_set = self.cases_of(gold)
         pred = self.p("preds", gold, f"{name}.jsonl")
         inputs = {"infer": i, "cases": self.fp[self.set_stage(base_set)], "scope": scope,
-                  "n": sum(1 for _ in open(cases_file, encoding="utf-8")), **{d: self.fp[d] for d in deps}}
+                  "n": len(Path(cases_file).read_text(encoding="utf-8").splitlines()), **{d: self.fp[d] for d in deps}}
         self.stage(f"infer/{gold}/{name}", f"infer {name} on {gold}", inputs, [pred],
                    [BIN / "opclaim", "infer", *args, "--cases", cases_file, "--out", pred,
                     "--config-name", name, "--batch-size", i["batch_size"],
@@ -371,7 +375,7 @@ class Demo:
         for gold in [*self.sets(), *self.extra_sets]:
             if gold == "val":
                 continue
-            cases_file, base_set = self.extra_sets.get(gold, (self.sets().get(gold), gold))
+            cases_file, base_set = self.cases_of(gold)
             pred = self.p("preds", gold, "knn.jsonl")
             self.stage(f"knn/{gold}", f"kNN baseline on {gold}",
                        {"rag": self.fp["rag"], "data": self.fp["data"], "cases": self.fp[self.set_stage(base_set)],

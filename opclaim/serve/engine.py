@@ -116,8 +116,7 @@ class Engine:
         if mode == "rag" and not rag_index:
             raise InputError("rag mode needs --rag-index DIR", field="--rag-index")
         # as `opclaim infer`: weights run only in the prompt mode they were trained with
-        trained = (loading.trained_mode(Path(adapter)) if adapter else None) or loading.trained_mode(Path(model_dir))
-        loading.check_mode(trained, mode, k)
+        loading.check_mode(loading.weights_mode(model_dir, adapter), mode, k)
         self.loaded = loading.load(model_dir, adapter)
         self.mode, self.k, self.max_new_tokens = mode, k, max_new_tokens
         self.retriever = None
