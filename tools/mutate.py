@@ -2,6 +2,13 @@
 
     python tools/mutate.py eval/metrics.py --tests tests/test_metrics.py [--tests ...]
     python tools/mutate.py eval/metrics.py --results     # re-print the last run's results
+    python tools/mutate.py eval/metrics.py --recheck --tests tests/test_metrics_contract.py
+
+`--recheck` runs the named test files (copied from the checkout) against every mutant the last
+run left alive, one pytest process per mutant in mutmut's own `mutants/` tree (the trampolines
+pick the mutant from MUTANT_UNDER_TEST at call time), and keeps the verdicts in
+`<work>/recheck.json`. Tests are only ever added, so a mutant killed before stays killed; this is
+minutes where a full re-run (mutmut resets every result when the test selection changes) is hours.
 
 Why a scratch copy: mutmut 3 reads its settings from the [mutmut] section of setup.cfg (or
 [tool.mutmut] in pyproject.toml) in the folder it runs in, and writes a `mutants/` tree there.
@@ -16,7 +23,9 @@ tests that cover the mutated function, as mutmut's first, un-mutated run records
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,7 +70,60 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", help="scratch folder (default runs/mutate/<module>)")
     p.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     p.add_argument("--results", action="store_true", help="print the last run's results, do not run")
+    p.add_argument("--recheck", action="store_true",
+                   help="run --tests against the last run's survivors only (see the docstring)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per mutant with --recheck")
+    p.add_argument("--only", default="", help="with --recheck: only survivors whose name matches this regex")
     return p
+
+
+def results(work: Path, env: dict) -> dict[str, str]:
+    """{mutant: status} from `mutmut results --all true`, with --recheck's kills applied."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    status = dict(m.groups() for m in re.finditer(r"^\s*(\S+): (.+?)\s*$", out, re.M))
+    rc = work / "recheck.json"
+    for name, verdict in (json.loads(rc.read_text()) if rc.exists() else {}).items():
+        if verdict == "killed" and status.get(name) in ("survived", "no tests"):
+            status[name] = "killed (recheck)"
+    return status
+
+
+def summary(status: dict[str, str]) -> str:
+    counts = {}
+    for v in status.values():
+        k = "killed" if v.startswith("killed") else v
+        counts[k] = counts.get(k, 0) + 1
+    n = len(status)
+    parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    return f"{n} mutants: {parts}; score {100 * counts.get('killed', 0) / max(1, n):.1f}% (killed / all)"
+
+
+def recheck(work: Path, tests: list[str], env: dict, jobs: int, timeout: float, only: str = "") -> dict[str, str]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for t in {t.split("::")[0] for t in tests if t.endswith(".py") or ".py::" in t}:
+        shutil.copy2(ROOT / t, work / "mutants" / t)
+    alive = [k for k, v in results(work, env).items() if v in ("survived", "no tests") and re.search(only, k)]
+    rc_file = work / "recheck.json"
+    verdicts = json.loads(rc_file.read_text()) if rc_file.exists() else {}
+
+    def one(name: str) -> str:
+        e = {**env, "MUTANT_UNDER_TEST": name}
+        try:
+            r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                               cwd=work / "mutants", env=e, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        return {0: "survived", 1: "killed"}.get(r.returncode, f"error (pytest exit {r.returncode})")
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for name, verdict in zip(alive, pool.map(one, alive)):
+            print(f"{name}: {verdict}", flush=True)
+            if verdict == "killed" or name not in verdicts:
+                verdicts[name] = verdict
+            rc_file.write_text(json.dumps(verdicts, indent=1, sort_keys=True))
+    return verdicts
 
 
 def main(argv=None) -> int:
@@ -76,15 +138,24 @@ def main(argv=None) -> int:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     mutmut = [sys.executable, "-m", "mutmut"]
     if args.results:
-        return subprocess.call([*mutmut, "results", "--all", "true"], cwd=work, env=env)
+        status = results(work, env)
+        for name, v in status.items():
+            if v != "killed":
+                print(f"{name}: {v}")
+        print(summary(status))
+        return 0
     if not args.tests:
         p.error("name the test files that cover the module with --tests")
+    if args.recheck:
+        recheck(work, args.tests, env, args.jobs, args.timeout, args.only)
+        print(summary(results(work, env)))
+        return 0
     if not (ROOT / args.module).is_file():
         p.error(f"no such file: {args.module}")
     copy_tree(work)
     write_config(work, args.module, args.tests)
     rc = subprocess.call([*mutmut, "run", "--max-children", str(args.jobs)], cwd=work, env=env)
-    subprocess.call([*mutmut, "results", "--all", "true"], cwd=work, env=env)
+    print(summary(results(work, env)))
     return rc
 
 
