@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 # (`python3 -m venv .venv && .venv/bin/pip install torch --index-url <your CUDA wheel index>`);
 # setup keeps any torch that is already there.
 TORCH_SPEC ?= torch==2.13.0
-DEB_PACKAGES := slurm-wlm munge wordnet-base wordnet-sense-index chromium
+DEB_PACKAGES := slurm-wlm munge wordnet-base wordnet-sense-index chromium postgresql
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -18,7 +18,7 @@ setup: $(VENV)/.opclaim-python $(VENV)/.opclaim-system
 $(VENV)/.opclaim-python: setup.cfg pyproject.toml
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q $(TORCH_SPEC)
-	$(VPY) -m pip install -q -e '.[dev,serve]'
+	$(VPY) -m pip install -q -e '.[dev,serve,postgres]'
 	touch $@
 
 # Debian packages (as root) and the nltk WordNet folder inside .venv.
@@ -29,7 +29,7 @@ $(VENV)/.opclaim-system: $(VENV)/.opclaim-python
 	    echo "installing Debian packages: $$missing"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  fi; \
-	else echo "not root: install $(DEB_PACKAGES) yourself for METEOR, SLURM and browser tests"; fi
+	else echo "not root: install $(DEB_PACKAGES) yourself for METEOR, SLURM, browser and PostgreSQL tests"; fi
 	$(VPY) -m opclaim.wordnet --out $(VENV)/nltk_data
 	touch $@
 

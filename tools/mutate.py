@@ -32,55 +32,31 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = {
-    ".git",
-    ".venv",
-    "runs",
-    "mutants",
-    ".mutmut-lib",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".hypothesis",
-    "node_modules",
-}
+SKIP = {".git", ".venv", "runs", "mutants", ".mutmut-lib", "__pycache__", ".pytest_cache", ".ruff_cache",
+        ".hypothesis", "node_modules"}
 
 
 def copy_tree(dst: Path) -> None:
     """The repository's files (as in the worktree, uncommitted edits included), no build output."""
     if dst.exists():
         shutil.rmtree(dst)
-    shutil.copytree(
-        ROOT,
-        dst,
-        ignore=lambda d, names: [n for n in names if n in SKIP or n.endswith(".pyc")],
-        symlinks=True,
-    )
+    shutil.copytree(ROOT, dst, ignore=lambda d, names: [n for n in names if n in SKIP or n.endswith(".pyc")],
+                    symlinks=True)
 
 
 def write_config(dst: Path, module: str, tests: list[str]) -> None:
     package = module.split("/")[0]
-    section = "\n".join(
-        [
-            "",
-            "[mutmut]",
-            f"source_paths = {package}",
-            f"only_mutate = {module}",
-            # every top-level package the tests import must be in the copy mutmut runs in
-            "also_copy =",
-            *(
-                f"    {p}"
-                for p in sorted(
-                    {"opclaim", "prompts", "eval", "infer", "train", "rag", "tests", "pyproject.toml"}
-                    - {package}
-                )
-            ),
-            "pytest_add_cli_args_test_selection =",
-            *(f"    {t}" for t in tests),
-            "pytest_add_cli_args = -p no:cacheprovider -q",
-            "",
-        ]
-    )
+    section = "\n".join([
+        "", "[mutmut]",
+        f"source_paths = {package}",
+        f"only_mutate = {module}",
+        # every top-level package the tests import must be in the copy mutmut runs in
+        "also_copy =", *(f"    {p}" for p in sorted({"opclaim", "prompts", "eval", "infer", "train", "rag",
+                                                      "tests", "pyproject.toml"} - {package})),
+        "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests),
+        "pytest_add_cli_args = -p no:cacheprovider -q",
+        "",
+    ])
     cfg = dst / "setup.cfg"
     text = cfg.read_text(encoding="utf-8") if cfg.exists() else ""
     cfg.write_text(text + section, encoding="utf-8")
@@ -88,24 +64,14 @@ def write_config(dst: Path, module: str, tests: list[str]) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "module", help="the file to mutate, relative to the repository root (e.g. eval/metrics.py)"
-    )
-    p.add_argument(
-        "--tests",
-        action="append",
-        required=False,
-        default=[],
-        help="test file (or node id) to run against each mutant; repeat for several",
-    )
+    p.add_argument("module", help="the file to mutate, relative to the repository root (e.g. eval/metrics.py)")
+    p.add_argument("--tests", action="append", required=False, default=[],
+                   help="test file (or node id) to run against each mutant; repeat for several")
     p.add_argument("--work", help="scratch folder (default runs/mutate/<module>)")
     p.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     p.add_argument("--results", action="store_true", help="print the last run's results, do not run")
-    p.add_argument(
-        "--recheck",
-        action="store_true",
-        help="run --tests against the last run's survivors only (see the docstring)",
-    )
+    p.add_argument("--recheck", action="store_true",
+                   help="run --tests against the last run's survivors only (see the docstring)")
     p.add_argument("--timeout", type=float, default=300, help="seconds per mutant with --recheck")
     p.add_argument("--only", default="", help="with --recheck: only survivors whose name matches this regex")
     return p
@@ -113,14 +79,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def results(work: Path, env: dict) -> dict[str, str]:
     """{mutant: status} from `mutmut results --all true`, with --recheck's kills applied."""
-    out = subprocess.run(
-        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
+                         capture_output=True, text=True, check=True).stdout
     status = dict(m.groups() for m in re.finditer(r"^\s*(\S+): (.+?)\s*$", out, re.M))
     rc = work / "recheck.json"
     for name, verdict in (json.loads(rc.read_text()) if rc.exists() else {}).items():
@@ -139,9 +99,7 @@ def summary(status: dict[str, str]) -> str:
     return f"{n} mutants: {parts}; score {100 * counts.get('killed', 0) / max(1, n):.1f}% (killed / all)"
 
 
-def recheck(
-    work: Path, tests: list[str], env: dict, jobs: int, timeout: float, only: str = ""
-) -> dict[str, str]:
+def recheck(work: Path, tests: list[str], env: dict, jobs: int, timeout: float, only: str = "") -> dict[str, str]:
     from concurrent.futures import ThreadPoolExecutor
 
     for t in {t.split("::")[0] for t in tests if t.endswith(".py") or ".py::" in t}:
@@ -153,13 +111,8 @@ def recheck(
     def one(name: str) -> str:
         e = {**env, "MUTANT_UNDER_TEST": name}
         try:
-            r = subprocess.run(
-                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                cwd=work / "mutants",
-                env=e,
-                capture_output=True,
-                timeout=timeout,
-            )
+            r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                               cwd=work / "mutants", env=e, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return "timeout"
         return {0: "survived", 1: "killed"}.get(r.returncode, f"error (pytest exit {r.returncode})")

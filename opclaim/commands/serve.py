@@ -33,7 +33,8 @@ def register(subs) -> None:
     src.add_argument("--icd-ref", help="with --constrain: ICD-10-CM list instead of all billable CMS codes")
     src.add_argument("--cpt-from", help="with --constrain: cases file whose CPT codes are allowed")
     src.add_argument("--grammar-cache", help="folder for compiled grammars (default ~/.cache/opclaim/grammars)")
-    p.add_argument("--db", default="opclaim-serve.db", help="SQLite file (created 0600) or sqlite:///FILE")
+    p.add_argument("--db", default="opclaim-serve.db",
+                   help="SQLite file (created 0600), sqlite:///FILE, or postgresql://USER@HOST/DB (password: ~/.pgpass)")
     p.add_argument("--store-notes", action="store_true",
                    help="keep note text in the database (needed for export); default: in memory until decided")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; anything else warns)")
@@ -82,12 +83,10 @@ def user_disable(args) -> int:
 
 
 def export_main(args) -> int:
-    from pathlib import Path
-
-    from opclaim.serve.db import Store
+    from opclaim.serve.db import Store, db_path, dialect_of
     from opclaim.serve.export import export
 
-    if not Path(args.db).is_file():
+    if dialect_of(args.db) == "sqlite" and not db_path(args.db).is_file():  # export never creates one
         raise InputError("database not found", file=args.db)
     report = export(Store(args.db), args.out)
     print(f"wrote {args.out}: {report['exported']} cases ({report['decided_cases']} decided, "

@@ -1,11 +1,11 @@
-"""Storage: SQLite through the standard library, schema migrations versioned in code.
+"""Storage: SQLite (the embedded default) or PostgreSQL, schema migrations versioned in code.
 
-Portability (so a site can move to PostgreSQL): every statement here is plain SQL-92 with
-`?` parameters (psycopg uses `%s`: one substitution), TEXT/INTEGER/REAL columns, JSON kept as
-TEXT, times as ISO-8601 UTC TEXT. The SQLite-specific parts are confined to `_DIALECT`:
-`INTEGER PRIMARY KEY` ids (PostgreSQL: `BIGINT GENERATED ALWAYS AS IDENTITY`), the PRAGMAs,
-and the trigger syntax that makes decisions append-only. Only SQLite is implemented in this
-build; `connect` refuses other URLs with a clear message.
+`--db` is a file path or `sqlite:///FILE` (stdlib sqlite3: WAL, foreign keys, synchronous=FULL),
+or a `postgresql://` URL (psycopg 3, the `postgres` extra; password from `~/.pgpass` or PGPASSWORD,
+never from the command line). Every statement is written once, in plain SQL with `?` parameters
+(rewritten to psycopg's `%s`), `INSERT ... RETURNING id`, TEXT/INTEGER columns, JSON as TEXT and
+times as ISO-8601 UTC TEXT. What differs per database is confined to `_DIALECTS`: the id column,
+the float type, and the triggers that make decisions append-only.
 
 Tables: users (token stored as sha256), cases (note text only with store_notes), suggestions,
 decisions (append-only: an amendment is a new row whose `amends_id` names the one it amends;
@@ -28,64 +28,83 @@ from opclaim.errors import InputError
 
 ROLES = ("coder", "admin")
 
-_DIALECT = {"id": "INTEGER PRIMARY KEY"}
-
-# Append-only: each entry is one schema version; never edit an applied one, add the next.
-MIGRATIONS: list[list[str]] = [
-    [  # 1: the first schema
-        f"""CREATE TABLE users (
-            id {_DIALECT['id']},
-            name TEXT NOT NULL UNIQUE,
-            role TEXT NOT NULL CHECK (role IN ('coder', 'admin')),
-            token_sha256 TEXT NOT NULL UNIQUE,
-            created_at TEXT NOT NULL,
-            disabled INTEGER NOT NULL DEFAULT 0)""",
-        f"""CREATE TABLE cases (
-            id {_DIALECT['id']},
-            external_id TEXT NOT NULL UNIQUE,
-            service TEXT,
-            encounter_date TEXT,
-            patient TEXT,
-            note TEXT,
-            note_sha256 TEXT NOT NULL,
-            reference_claim TEXT,
-            status TEXT NOT NULL CHECK (status IN ('queued', 'suggested', 'decided')),
-            leased_by INTEGER REFERENCES users(id),
-            leased_at TEXT,
-            created_by INTEGER REFERENCES users(id),
-            created_at TEXT NOT NULL)""",
-        f"""CREATE TABLE suggestions (
-            id {_DIALECT['id']},
-            case_id INTEGER NOT NULL REFERENCES cases(id),
-            claim TEXT NOT NULL,
-            codes TEXT NOT NULL,
-            flags TEXT NOT NULL,
-            model TEXT NOT NULL,
-            bundle_digest TEXT,
-            latency_s REAL NOT NULL,
-            created_at TEXT NOT NULL)""",
-        f"""CREATE TABLE decisions (
-            id {_DIALECT['id']},
-            case_id INTEGER NOT NULL REFERENCES cases(id),
-            suggestion_id INTEGER REFERENCES suggestions(id),
-            amends_id INTEGER UNIQUE REFERENCES decisions(id),
-            user_id INTEGER NOT NULL REFERENCES users(id),
-            items TEXT NOT NULL,
-            final_claim TEXT NOT NULL,
-            model TEXT,
-            bundle_digest TEXT,
-            client_key TEXT UNIQUE,
-            created_at TEXT NOT NULL)""",
-        "CREATE INDEX cases_status ON cases (status, id)",
-        "CREATE INDEX suggestions_case ON suggestions (case_id, id)",
-        "CREATE INDEX decisions_case ON decisions (case_id, id)",
-        # The audit trail cannot be rewritten through this database (SQLite trigger syntax).
+_APPEND_ONLY = "decisions are append-only"
+_DIALECTS = {
+    "sqlite": {"id": "INTEGER PRIMARY KEY", "ref": "INTEGER", "real": "REAL", "append_only": [
+        f"""CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
+           BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END""",
+        f"""CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+           BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END"""]},
+    "postgresql": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "ref": "BIGINT",
+                   "real": "DOUBLE PRECISION", "append_only": [
+        f"""CREATE FUNCTION opclaim_append_only() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$""",
         """CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
-           BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END""",
+           FOR EACH ROW EXECUTE FUNCTION opclaim_append_only()""",
         """CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
-           BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END""",
-    ],
-]
+           FOR EACH ROW EXECUTE FUNCTION opclaim_append_only()""",
+        """CREATE TRIGGER decisions_no_truncate BEFORE TRUNCATE ON decisions
+           FOR EACH STATEMENT EXECUTE FUNCTION opclaim_append_only()"""]},
+}
+
+
+def migrations(dialect: str = "sqlite") -> list[list[str]]:
+    """Append-only: each entry is one schema version; never edit an applied one, add the next."""
+    d = _DIALECTS[dialect]
+    return [
+        [  # 1: the first schema
+            f"""CREATE TABLE users (
+                id {d['id']},
+                name TEXT NOT NULL UNIQUE,
+                role TEXT NOT NULL CHECK (role IN ('coder', 'admin')),
+                token_sha256 TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL,
+                disabled INTEGER NOT NULL DEFAULT 0)""",
+            f"""CREATE TABLE cases (
+                id {d['id']},
+                external_id TEXT NOT NULL UNIQUE,
+                service TEXT,
+                encounter_date TEXT,
+                patient TEXT,
+                note TEXT,
+                note_sha256 TEXT NOT NULL,
+                reference_claim TEXT,
+                status TEXT NOT NULL CHECK (status IN ('queued', 'suggested', 'decided')),
+                leased_by {d['ref']} REFERENCES users(id),
+                leased_at TEXT,
+                created_by {d['ref']} REFERENCES users(id),
+                created_at TEXT NOT NULL)""",
+            f"""CREATE TABLE suggestions (
+                id {d['id']},
+                case_id {d['ref']} NOT NULL REFERENCES cases(id),
+                claim TEXT NOT NULL,
+                codes TEXT NOT NULL,
+                flags TEXT NOT NULL,
+                model TEXT NOT NULL,
+                bundle_digest TEXT,
+                latency_s {d['real']} NOT NULL,
+                created_at TEXT NOT NULL)""",
+            f"""CREATE TABLE decisions (
+                id {d['id']},
+                case_id {d['ref']} NOT NULL REFERENCES cases(id),
+                suggestion_id {d['ref']} REFERENCES suggestions(id),
+                amends_id {d['ref']} UNIQUE REFERENCES decisions(id),
+                user_id {d['ref']} NOT NULL REFERENCES users(id),
+                items TEXT NOT NULL,
+                final_claim TEXT NOT NULL,
+                model TEXT,
+                bundle_digest TEXT,
+                client_key TEXT UNIQUE,
+                created_at TEXT NOT NULL)""",
+            "CREATE INDEX cases_status ON cases (status, id)",
+            "CREATE INDEX suggestions_case ON suggestions (case_id, id)",
+            "CREATE INDEX decisions_case ON decisions (case_id, id)",
+            *d["append_only"],  # the audit trail cannot be rewritten through this database
+        ],
+    ]
+
+
+MIGRATIONS = migrations("sqlite")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -98,14 +117,78 @@ def hash_token(token: str) -> str:
 
 
 def db_path(url: str | Path) -> Path:
-    """A file path or sqlite:///path. Other database URLs are refused in this build."""
+    """The SQLite file of a path or sqlite:///path (see `dialect_of` for the other URLs)."""
     s = str(url)
     if s.startswith("sqlite:///"):
         return Path(s[len("sqlite:///"):])
     if "://" in s:
-        raise InputError("only SQLite is implemented in this build (a file path or sqlite:///FILE); the "
-                         "schema is portable, see docs/serve.md", field="--db")
+        raise InputError("database URL: a file path, sqlite:///FILE or postgresql://...", field="--db")
     return Path(s)
+
+
+def dialect_of(url: str | Path) -> str:
+    s = str(url)
+    if s.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    db_path(s)  # refuses other schemes
+    return "sqlite"
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(url)
+    if u.password is None:
+        return url
+    host = f"{u.username}:***@{u.hostname or ''}" + (f":{u.port}" if u.port else "")
+    return urlunsplit((u.scheme, host, u.path, u.query, u.fragment))
+
+
+class _PgConnection:
+    """psycopg behind the sqlite3 calls the Store makes: `?` parameters become `%s`, rows are
+    mappings (row["col"], row[0] for the first column), cursors have fetchall/fetchone/rowcount.
+    Written here because the Store needs only these four calls: an ORM would be more code."""
+
+    def __init__(self, url: str):
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError:
+            raise InputError("a postgresql:// database needs psycopg: pip install 'opclaim[postgres]'",
+                             field="--db") from None
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
+        except psycopg.Error as e:
+            raise InputError(f"cannot connect to {safe_url(url)}: {type(e).__name__}", field="--db") from None
+        self.IntegrityError = psycopg.IntegrityError
+
+    def execute(self, sql: str, args=()):
+        if not args:  # no parameters: psycopg leaves the text alone (a literal % stays %)
+            return _PgCursor(self.conn.execute(sql))
+        return _PgCursor(self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(args)))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _PgCursor:
+    def __init__(self, cur):
+        self.cur, self.rowcount = cur, cur.rowcount
+
+    def fetchone(self):
+        r = self.cur.fetchone()
+        return _PgRow(r) if r is not None else None
+
+    def fetchall(self):
+        return [_PgRow(r) for r in self.cur.fetchall()]
+
+
+class _PgRow(dict):
+    """A dict row that also answers row[0], like sqlite3.Row."""
+
+    def __getitem__(self, k):
+        return list(self.values())[k] if isinstance(k, int) else super().__getitem__(k)
 
 
 class DecisionConflict(Exception):
@@ -117,13 +200,23 @@ class Store:
     anyway, and it keeps transactions simple."""
 
     def __init__(self, url: str | Path, *, store_notes: bool = False):
-        self.path = db_path(url)
+        self.dialect = dialect_of(url)
         self.store_notes = store_notes
+        self.lock = threading.RLock()
+        if self.dialect == "postgresql":
+            self.path = safe_url(str(url))
+            self.conn = _PgConnection(str(url))
+            self.IntegrityError = self.conn.IntegrityError
+            self._begin = "BEGIN"
+            self.migrate()
+            return
+        self.path = db_path(url)
+        self.IntegrityError = sqlite3.IntegrityError
+        self._begin = "BEGIN IMMEDIATE"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():  # create owner-only before SQLite writes a byte
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         os.chmod(self.path, 0o600)
-        self.lock = threading.RLock()
         self.conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=FULL", "busy_timeout=5000"):
@@ -142,7 +235,7 @@ class Store:
             def __enter__(self):
                 store.lock.acquire()
                 try:
-                    store.conn.execute("BEGIN IMMEDIATE")
+                    store.conn.execute(store._begin)
                 except BaseException:
                     store.lock.release()
                     raise
@@ -157,7 +250,7 @@ class Store:
 
         return _T()
 
-    def query(self, sql: str, args=()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args=()) -> list:
         with self.lock:
             return self.conn.execute(sql, args).fetchall()
 
@@ -173,9 +266,10 @@ class Store:
         if have > SCHEMA_VERSION:
             raise InputError(f"database schema version {have} is newer than this opclaim ({SCHEMA_VERSION})",
                              file=self.path)
+        steps = migrations(self.dialect)
         for v in range(have + 1, SCHEMA_VERSION + 1):
             with self._tx() as c:
-                for stmt in MIGRATIONS[v - 1]:
+                for stmt in steps[v - 1]:
                     c.execute(stmt)
                 c.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (v, now()))
         return SCHEMA_VERSION
@@ -196,7 +290,7 @@ class Store:
             with self._tx() as c:
                 c.execute("INSERT INTO users (name, role, token_sha256, created_at) VALUES (?, ?, ?, ?)",
                           (name, role, hash_token(token), now()))
-        except sqlite3.IntegrityError:
+        except self.IntegrityError:
             raise InputError("a user of that name exists", field="NAME") from None
         return token
 
@@ -225,11 +319,12 @@ class Store:
                 ref = case.claim.to_dict() if case.claim is not None else None
                 cur = c.execute(
                     "INSERT INTO cases (external_id, service, encounter_date, patient, note, note_sha256, "
-                    "reference_claim, status, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    "reference_claim, status, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?) "
+                    "RETURNING id",
                     (case.id, case.service, case.date, json.dumps(getattr(case, "patient", None)),
                      case.note if self.store_notes else None, hash_token(case.note),
                      json.dumps(ref) if ref else None, user_id, now()))
-                added.append({"id": cur.lastrowid, "external_id": case.id})
+                added.append({"id": cur.fetchall()[0]["id"], "external_id": case.id})
         return added, dups
 
     def case(self, case_id: int) -> dict | None:
@@ -258,11 +353,12 @@ class Store:
     def add_suggestion(self, case_id: int, s, model: str, bundle_digest: str | None) -> int:
         with self._tx() as c:
             cur = c.execute("INSERT INTO suggestions (case_id, claim, codes, flags, model, bundle_digest, latency_s, "
-                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                             (case_id, json.dumps(s.claim), json.dumps(s.codes), json.dumps(s.flags), model,
                              bundle_digest, s.latency_s, now()))
+            sid = cur.fetchall()[0]["id"]
             c.execute("UPDATE cases SET status = 'suggested' WHERE id = ? AND status = 'queued'", (case_id,))
-            return cur.lastrowid
+            return sid
 
     def latest_suggestion(self, case_id: int) -> dict | None:
         rows = self.query("SELECT * FROM suggestions WHERE case_id = ? ORDER BY id DESC LIMIT 1", (case_id,))
@@ -290,11 +386,12 @@ class Store:
                 raise DecisionConflict("already decided: amend the latest decision" if want is not None and
                                        amends_id is None else "amends must name the case's latest decision")
             cur = c.execute("INSERT INTO decisions (case_id, suggestion_id, amends_id, user_id, items, final_claim, "
-                            "model, bundle_digest, client_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "model, bundle_digest, client_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                            "RETURNING id",
                             (case_id, suggestion_id, amends_id, user_id, json.dumps(items), json.dumps(final_claim),
                              model, bundle_digest, client_key, now()))
+            did = cur.fetchall()[0]["id"]
             c.execute("UPDATE cases SET status = 'decided', leased_by = NULL WHERE id = ?", (case_id,))
-            did = cur.lastrowid
         return self.decision(did)
 
     def decision(self, decision_id: int) -> dict | None:
