@@ -39,7 +39,7 @@ REPO_DIRS = ("opclaim", "prompts", "train", "infer", "rag", "eval", "ds_configs"
              "tests", "docs", ".ci")
 STDLIB_MODULES = {"venv", "pip"}
 # Programs the guides call that are not ours (git bundle, sha256sum, SLURM's client tools).
-FOREIGN = {"git", "sha256sum", "sinfo", "scontrol", "mkdir", "eval"}
+FOREIGN = {"git", "sha256sum", "sinfo", "scontrol", "mkdir", "eval", "sudo"}  # not ours to check
 REDIRECTS = {"<", ">", ">>", "2>", "2>&1"}
 
 
