@@ -48,7 +48,7 @@ bench: setup
 # Mutation testing (slow, not in CI): mutants of a core module against its tests; report in docs/mutation.md.
 mutate: setup
 	$(VPY) -c "import mutmut" 2>/dev/null || $(VPY) -m pip install -q 'mutmut>=3.8,<4'
-	$(VPY) tools/mutate.py eval/metrics.py --tests tests/test_metrics.py --tests tests/test_metrics_contract.py
+	$(VPY) tools/mutate.py $(if $(MODULE),$(MODULE),--core) --jobs 2
 
 lint: setup
 	$(VPY) -m ruff check .

@@ -1,6 +1,8 @@
 """Mutation testing of one core module with mutmut, in a scratch copy of the repository.
 
     python tools/mutate.py eval/metrics.py --tests tests/test_metrics.py [--tests ...]
+    python tools/mutate.py eval/metrics.py               # the module's tests from CORE below
+    python tools/mutate.py --core                        # every core module in turn (hours)
     python tools/mutate.py eval/metrics.py --results     # re-print the last run's results
     python tools/mutate.py eval/metrics.py --recheck --tests tests/test_metrics_contract.py
 
@@ -35,6 +37,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = {".git", ".venv", "runs", "mutants", ".mutmut-lib", "__pycache__", ".pytest_cache", ".ruff_cache",
         ".hypothesis", "node_modules"}
 
+# The core modules and the test files run against their mutants (docs/mutation.md has the scores).
+# pytest options go in as `--tests=-m` style items; "-m", "not slow" leaves out the full-ICD compile.
+CORE = {
+    "eval/metrics.py": ["tests/test_metrics.py", "tests/test_metrics_contract.py"],
+    "eval/extract.py": ["tests/test_extract.py", "tests/test_metrics.py", "tests/test_extract_contract.py"],
+    "infer/decode.py": ["tests/test_infer_decode.py", "tests/test_infer_sharp.py", "tests/test_decode_contract.py"],
+    "infer/constrain.py": ["tests/test_constrain.py", "tests/test_constrain_cpt.py", "tests/test_grammar_generic.py",
+                           "-m", "not slow"],
+    "opclaim/bundle.py": ["tests/test_bundle.py", "tests/test_bundle_contract.py"],
+    "opclaim/ingest.py": ["tests/test_data_validate.py", "tests/test_codes.py", "tests/test_ingest_contract.py"],
+    "train/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_checkpoint_contract.py"],
+}
+
 
 def copy_tree(dst: Path) -> None:
     """The repository's files (as in the worktree, uncommitted edits included), no build output."""
@@ -64,7 +79,8 @@ def write_config(dst: Path, module: str, tests: list[str]) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("module", help="the file to mutate, relative to the repository root (e.g. eval/metrics.py)")
+    p.add_argument("module", nargs="?", help="the file to mutate, relative to the repository root (e.g. eval/metrics.py)")
+    p.add_argument("--core", action="store_true", help="every module in CORE, one after another, with its tests")
     p.add_argument("--tests", action="append", required=False, default=[],
                    help="test file (or node id) to run against each mutant; repeat for several")
     p.add_argument("--work", help="scratch folder (default runs/mutate/<module>)")
@@ -81,9 +97,14 @@ def results(work: Path, env: dict) -> dict[str, str]:
     """{mutant: status} from `mutmut results --all true`, with --recheck's kills applied."""
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env,
                          capture_output=True, text=True, check=True).stdout
-    status = dict(m.groups() for m in re.finditer(r"^\s*(\S+): (.+?)\s*$", out, re.M))
     rc = work / "recheck.json"
-    for name, verdict in (json.loads(rc.read_text()) if rc.exists() else {}).items():
+    return merge_results(out, json.loads(rc.read_text()) if rc.exists() else {})
+
+
+def merge_results(mutmut_out: str, rechecked: dict[str, str]) -> dict[str, str]:
+    """mutmut's `name: status` lines, with a mutant a later --recheck killed counted as killed."""
+    status = dict(m.groups() for m in re.finditer(r"^\s*(\S+): (.+?)\s*$", mutmut_out, re.M))
+    for name, verdict in rechecked.items():
         if verdict == "killed" and status.get(name) in ("survived", "no tests"):
             status[name] = "killed (recheck)"
     return status
@@ -129,6 +150,14 @@ def recheck(work: Path, tests: list[str], env: dict, jobs: int, timeout: float, 
 def main(argv=None) -> int:
     p = make_parser()
     args = p.parse_args(argv)
+    if args.core:
+        rcs = [main([m, *(f"--tests={t}" for t in tests), "--jobs", str(args.jobs)])
+               for m, tests in CORE.items()]
+        return max(rcs)
+    if not args.module:
+        p.error("name a module, or --core")
+    if not args.tests and not args.recheck and args.module in CORE:
+        args.tests = CORE[args.module]
     work = Path(args.work or ROOT / "runs" / "mutate" / args.module.replace("/", "_").removesuffix(".py"))
     env = dict(os.environ)
     # The mutated copy, not the checkout, must be imported: drop the checkout from PYTHONPATH.
