@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
@@ -70,6 +72,20 @@ def common_prefix(prompts: list[list[int]]) -> int:
     return n
 
 
+def _cache_kw(model, cache) -> dict:
+    """The forward keyword for the KV cache: transformers 5.2x renamed `past_key_values` to `cache`
+    (the old name warns once per process and is removed in 5.40); older releases know only the old."""
+    try:
+        names = inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        names = {}
+    return {"cache": cache} if "cache" in names else {"past_key_values": cache}
+
+
+def _out_cache(out):
+    return getattr(out, "cache", None) or out.past_key_values
+
+
 def _prefill(model, prompts: list[list[int]], min_shared: int = MIN_SHARED):
     """Last-position logits [B, V] and a left-padded BufferLayer cache for the prompts.
 
@@ -81,8 +97,8 @@ def _prefill(model, prompts: list[list[int]], min_shared: int = MIN_SHARED):
     prefix = None
     if shared >= min_shared:
         out = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True,
-                    past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
-        prefix = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+                    **_cache_kw(model, DynamicCache(config=model.config)), logits_to_keep=1)
+        prefix = [(layer.keys, layer.values) for layer in _out_cache(out).layers]
     else:
         shared = 0
     logits, rows = [], []
@@ -93,9 +109,9 @@ def _prefill(model, prompts: list[list[int]], min_shared: int = MIN_SHARED):
                 cache.update(k, v, li)  # a copy: the shared prefix stays as it is
         ids = torch.tensor([p[shared:]])
         out = model(input_ids=ids, attention_mask=torch.ones(1, len(p), dtype=torch.long), use_cache=True,
-                    past_key_values=cache, logits_to_keep=1)
+                    **_cache_kw(model, cache), logits_to_keep=1)
         logits.append(out.logits[0, -1].float())
-        rows.append([(layer.keys, layer.values) for layer in out.past_key_values.layers])
+        rows.append([(layer.keys, layer.values) for layer in _out_cache(out).layers])
     layers = []
     for li in range(len(rows[0])):
         k0 = rows[0][li][0]
@@ -155,7 +171,7 @@ def greedy(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids, pa
             cache.batch_select_indices(keep)
             rows = rows[keep]
         out = model(input_ids=nxt[rows, None], position_ids=(lengths[rows] + t)[:, None],
-                    attention_mask=mask[rows, :width + t + 1], past_key_values=cache, use_cache=True)
+                    attention_mask=mask[rows, :width + t + 1], **_cache_kw(model, cache), use_cache=True)
         scores = scores.clone()
         scores[rows] = out.logits[:, -1].float()
     if probs is not None:

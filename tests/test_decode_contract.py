@@ -117,3 +117,19 @@ def test_chosen_probs_per_row_and_for_pad_index_zero():
     want_pm = torch.stack([torch.softmax(raw[0], 0)[2], torch.softmax(raw[1], 0)[0]])
     torch.testing.assert_close(p, want_p)
     torch.testing.assert_close(pm, want_pm)
+
+
+def test_the_cache_goes_by_the_name_this_transformers_uses(model):
+    """transformers 5.2x renamed forward's `past_key_values` to `cache` (the old name warns and goes
+    in 5.40): the loop passes whichever the model's forward takes, and warns about nothing."""
+    import inspect
+    import warnings
+
+    new_name = "cache" in inspect.signature(model.forward).parameters
+    assert decode._cache_kw(model, "C") == ({"cache": "C"} if new_name else {"past_key_values": "C"})
+    assert decode._cache_kw(SimpleNamespace(forward=lambda input_ids, past_key_values=None: 0), "C") == {
+        "past_key_values": "C"}
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("error", FutureWarning)
+        out = decode.greedy(model, [[5, 6, 7], [9, 10]], max_new_tokens=3, stop_ids=[-1], pad_id=0)
+    assert out[0].tolist() == _generate(model, [5, 6, 7], 3)
