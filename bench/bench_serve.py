@@ -98,6 +98,23 @@ class Server:
         self.fh.close()
 
 
+class Rows(list):
+    """Rows printed (and appended to --out as JSON lines) the moment they are measured: a later
+    phase failing after a 10-minute soak must not lose the soak's numbers."""
+
+    def __init__(self, out: Path | None):
+        super().__init__()
+        self.out = out
+
+    def append(self, r: dict) -> None:
+        super().append(r)
+        print(f"{r['name']:48s} baseline {r['baseline']!s:>9} value {r['value']!s:>9} ratio {r['ratio']!s:>6} "
+              f"{r['unit']:9s} {r['note']}", flush=True)
+        if self.out is not None:
+            with self.out.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(r) + "\n")
+
+
 def _suggest_all(url, token, notes, clients: int):
     """(outputs in note order, per-request seconds, wall seconds, errors) with `clients` threads."""
     import httpx
@@ -173,8 +190,16 @@ def _kill_restart(args, tmp: Path, model_args, cases_file: Path, threads: int):
     ids = [a["id"] for a in httpx.post(srv.url + "/v1/cases", headers=h, content=cases_file.read_bytes(),
                                        timeout=600).json()["accepted"]]
     hc = {"Authorization": f"Bearer {coder}"}
+    # The server suggests every enqueued case in the background; wait for that (the decode is not
+    # what is measured here) by polling the queue, so no single request waits behind all of them.
+    deadline = time.monotonic() + 7200
+    while time.monotonic() < deadline:
+        queue = httpx.get(srv.url + "/v1/cases", headers=hc, timeout=60).json()
+        if all(c["status"] != "queued" for c in queue if c["id"] in set(ids)):
+            break
+        time.sleep(2)
     items = {}
-    for cid in ids:  # suggestions first (the decode is not what is measured here)
+    for cid in ids:
         sug = httpx.get(f"{srv.url}/v1/cases/{cid}", headers=hc, timeout=600).json()["suggestion"]
         its = [{"system": c["system"], "code": c["code"], "action": "accept"} for c in (sug or {}).get("codes", [])]
         items[cid] = its + [{"system": "icd10", "code": "K80.20", "action": "add"}] if not any(
@@ -231,8 +256,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--mode", default="base", choices=["base", "finetuned"])
     ap.add_argument("--soak", type=float, default=600, help="soak seconds at --clients (0 = skip)")
-    ap.add_argument("--kill-cases", type=int, default=60, help="cases in the kill -9 decision stream (0 = skip)")
+    ap.add_argument("--kill-cases", type=int, default=40, help="cases in the kill -9 decision stream (0 = skip)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="server torch threads")
+    ap.add_argument("--out", help="append each row as a JSON line to this file as it is measured")
     args = ap.parse_args(argv)
     from opclaim.io import write_cases
     from opclaim.synth import generate_cases
@@ -259,7 +285,7 @@ def main(argv=None) -> list[dict]:
     model_args = ["--model", model, "--mode", args.mode]
     srv = Server([*model_args, "--db", db, "--max-new-tokens", args.max_new_tokens, "--max-batch", args.clients],
                  tmp / "server.log", args.threads).start()
-    rows = []
+    rows = Rows(Path(args.out) if args.out else None)
     try:
         _suggest_all(srv.url, token, notes[:2], 1)  # warm-up
         c0 = srv.cpu()
@@ -305,10 +331,7 @@ def main(argv=None) -> list[dict]:
                      "value": k["present_once"], "ratio": round(k["present_once"] / max(1, k["answered_before_kill"]), 3),
                      "unit": "decisions", "note": f"after restart and retry {k['after_retry']}/{k['cases']} once; "
                                                   f"max decisions per case {k['max_per_case']}"})
-    for r in rows:
-        print(f"{r['name']:48s} baseline {r['baseline']!s:>9} value {r['value']!s:>9} ratio {r['ratio']!s:>6} "
-              f"{r['unit']:9s} {r['note']}")
-    return rows
+    return list(rows)
 
 
 if __name__ == "__main__":
