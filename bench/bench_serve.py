@@ -258,6 +258,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--soak", type=float, default=600, help="soak seconds at --clients (0 = skip)")
     ap.add_argument("--kill-cases", type=int, default=40, help="cases in the kill -9 decision stream (0 = skip)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="server torch threads")
+    ap.add_argument("--batch-window-ms", type=float, default=20.0,
+                    help="the server's --batch-window-ms: how long a first request waits for company")
     ap.add_argument("--out", help="append each row as a JSON line to this file as it is measured")
     args = ap.parse_args(argv)
     from opclaim.io import write_cases
@@ -283,7 +285,8 @@ def main(argv=None) -> list[dict]:
     db = tmp / "serve.db"
     token = _opclaim(["user", "add", "bench", "--role", "coder", "--db", db], args.threads, "opclaim.serve").strip()
     model_args = ["--model", model, "--mode", args.mode]
-    srv = Server([*model_args, "--db", db, "--max-new-tokens", args.max_new_tokens, "--max-batch", args.clients],
+    srv = Server([*model_args, "--db", db, "--max-new-tokens", args.max_new_tokens, "--max-batch", args.clients,
+                  "--batch-window-ms", args.batch_window_ms],
                  tmp / "server.log", args.threads).start()
     rows = Rows(Path(args.out) if args.out else None)
     try:
@@ -293,7 +296,8 @@ def main(argv=None) -> list[dict]:
         c1 = srv.cpu()
         many, _, wall8, err8 = _suggest_all(srv.url, token, notes, args.clients)
         cpu1, cpu8 = c1 - c0, srv.cpu() - c1
-        note = f"model={label} n={args.n} max_new={args.max_new_tokens} mode={args.mode} threads={args.threads}"
+        note = (f"model={label} n={args.n} max_new={args.max_new_tokens} mode={args.mode} threads={args.threads} "
+                f"window={args.batch_window_ms:g}ms")
         rows.append({"name": f"throughput, {args.clients} clients vs 1", "baseline": round(args.n / wall1, 3),
                      "value": round(args.n / wall8, 3), "ratio": round(wall1 / wall8, 2), "unit": "req/s",
                      "note": f"{note}; errors {err1}+{err8}"})

@@ -40,7 +40,9 @@ def register(subs) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; anything else warns)")
     p.add_argument("--port", type=int, default=8321)
     p.add_argument("--max-batch", type=int, default=8, help="suggestions decoded together at most")
-    p.add_argument("--batch-window-ms", type=float, default=20.0, help="how long the first request waits for company")
+    p.add_argument("--batch-window-ms", type=float, default=20.0,
+                   help="how long a batch waits for company; each arrival keeps it open this long again")
+    p.add_argument("--batch-max-wait-ms", type=float, help="the longest a batch stays open (default 5 windows)")
     p.add_argument("--cpt-ref", help="CPT/HCPCS list (one per line): only these may be entered")
     p.add_argument("--modifiers", help="modifier list replacing the built-in table")
     p.add_argument("--login-failures", type=int, default=10, help="failed logins per address per window before 429")
@@ -184,6 +186,7 @@ def main(args) -> int:
                                     "mod_ref": args.modifiers, "cache": args.grammar_cache} if args.constrain else None)
     app_holder = {}
     batcher = Batcher(engine.generate, max_batch=args.max_batch, window_s=args.batch_window_ms / 1000,
+                      max_wait_s=args.batch_max_wait_ms / 1000 if args.batch_max_wait_ms is not None else None,
                       on_batch=lambda n: app_holder["app"].state.metrics.batch.observe(n))
     app = create_app(store, engine, batcher, Settings(
         store_notes=args.store_notes, cookie_secure=args.cookie_secure, rules=rules,

@@ -1,7 +1,10 @@
 """Gather concurrent suggestion requests into batches for one model on one worker thread.
 
-The first request opens a short window (`window_s`); whatever else arrives before it closes,
-up to `max_batch`, decodes in the same batch. A lone request waits at most the window.
+The first request opens a short window (`window_s`); every request that arrives before it closes
+joins the batch and keeps the window open for another `window_s`, up to `max_batch` requests or
+`max_wait_s` after the first (default five windows). A burst of clients that do not start in
+the same millisecond (threads, connections, a proxy) then decodes as one batch instead of a small
+first batch that the rest wait behind; a lone request still waits only one window.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ log = logging.getLogger("opclaim.serve")
 
 
 class Batcher:
-    def __init__(self, generate, *, max_batch: int = 8, window_s: float = 0.02, on_batch=None):
+    def __init__(self, generate, *, max_batch: int = 8, window_s: float = 0.02, max_wait_s: float | None = None,
+                 on_batch=None):
         self.generate, self.max_batch, self.window_s = generate, max_batch, window_s
+        self.max_wait_s = 5 * window_s if max_wait_s is None else max(max_wait_s, window_s)
         self.on_batch = on_batch  # called with the batch size after each batch (metrics)
         self.q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -66,7 +71,8 @@ class Batcher:
             if first is None:
                 break
             batch = [first]
-            deadline = time.monotonic() + self.window_s
+            t0 = time.monotonic()
+            deadline = t0 + self.window_s
             while len(batch) < self.max_batch:
                 left = deadline - time.monotonic()
                 try:
@@ -77,6 +83,7 @@ class Batcher:
                     self._stop.set()
                     break
                 batch.append(item)
+                deadline = min(time.monotonic() + self.window_s, t0 + self.max_wait_s)
             try:
                 results = self.generate([n for n, _, _ in batch])
                 outcome = [(r, None) for r in results]
