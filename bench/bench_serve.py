@@ -247,6 +247,40 @@ def _kill_restart(args, tmp: Path, model_args, cases_file: Path, threads: int):
             "after_retry": sum(1 for k in answered if rows.get(k) == 1), "max_per_case": per_case}
 
 
+def _throughput(args, srv, token, model, label, cases, tmp: Path, rows) -> None:
+    """8 clients against 1, by wall and server CPU time; outputs against `opclaim infer`'s; p95."""
+    notes = [c.note for c in cases]
+    # what `opclaim infer` writes for the same notes (its default batch of 8)
+    _opclaim(["infer", "--model", model, "--mode", args.mode, "--cases", tmp / "cases.jsonl", "--out", tmp / "p.jsonl",
+              "--max-new-tokens", args.max_new_tokens, "--threads", args.threads, "--no-progress"], args.threads)
+    ref = {json.loads(x)["id"]: json.loads(x)["output"] for x in (tmp / "p.jsonl").read_text().splitlines()}
+    ref = [ref[c.id] for c in cases]
+    c0 = srv.cpu()
+    one, lat1, wall1, err1 = _suggest_all(srv.url, token, notes, 1)
+    c1 = srv.cpu()
+    many, _, wall8, err8 = _suggest_all(srv.url, token, notes, args.clients)
+    cpu1, cpu8 = c1 - c0, srv.cpu() - c1
+    note = (f"model={label} n={args.n} max_new={args.max_new_tokens} mode={args.mode} threads={args.threads} "
+            f"window={args.batch_window_ms:g}ms")
+    rows.append({"name": f"throughput, {args.clients} clients vs 1", "baseline": round(args.n / wall1, 3),
+                 "value": round(args.n / wall8, 3), "ratio": round(wall1 / wall8, 2), "unit": "req/s",
+                 "note": f"{note}; errors {err1}+{err8}"})
+    rows.append({"name": f"requests per server CPU-second, {args.clients} clients vs 1",
+                 "baseline": round(args.n / cpu1, 3), "value": round(args.n / cpu8, 3),
+                 "ratio": round(cpu1 / cpu8, 2), "unit": "req/cpu-s",
+                 "note": "robust to other load on a shared machine"})
+    for name, outs in (("1 client", one), (f"{args.clients} clients", many)):
+        same = sum(a == b for a, b in zip(outs, ref, strict=True))
+        rows.append({"name": f"identical to opclaim infer, {name}", "baseline": args.n, "value": same,
+                     "ratio": round(same / args.n, 3), "unit": "outputs",
+                     "note": "infer batches 8 sorted by length; fp32 sums in another batch order can flip "
+                             "near-tied greedy picks" if same < args.n else "all identical"})
+    lat1.sort()
+    p50, p95 = statistics.median(lat1), lat1[min(len(lat1) - 1, int(round(0.95 * (len(lat1) - 1))))]
+    rows.append({"name": "p95 latency, 1 client (baseline p50)", "baseline": round(p50, 3), "value": round(p95, 3),
+                 "ratio": round(p95 / p50, 2), "unit": "s", "note": f"{len(lat1)} requests"})
+
+
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/models/smollm2-135m",
@@ -260,6 +294,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="server torch threads")
     ap.add_argument("--batch-window-ms", type=float, default=20.0,
                     help="the server's --batch-window-ms: how long a first request waits for company")
+    ap.add_argument("--phases", default="throughput,soak,kill", help="which of throughput,soak,kill to run")
     ap.add_argument("--out", help="append each row as a JSON line to this file as it is measured")
     args = ap.parse_args(argv)
     from opclaim.io import write_cases
@@ -276,58 +311,33 @@ def main(argv=None) -> list[dict]:
     write_cases(tmp / "cases.jsonl", cases)
     notes = [c.note for c in cases]
 
-    # what `opclaim infer` writes for the same notes (its default batch of 8)
-    _opclaim(["infer", "--model", model, "--mode", args.mode, "--cases", tmp / "cases.jsonl", "--out", tmp / "p.jsonl",
-              "--max-new-tokens", args.max_new_tokens, "--threads", args.threads, "--no-progress"], args.threads)
-    ref = {json.loads(x)["id"]: json.loads(x)["output"] for x in (tmp / "p.jsonl").read_text().splitlines()}
-    ref = [ref[c.id] for c in cases]
-
+    phases = set(args.phases.split(","))
     db = tmp / "serve.db"
     token = _opclaim(["user", "add", "bench", "--role", "coder", "--db", db], args.threads, "opclaim.serve").strip()
     model_args = ["--model", model, "--mode", args.mode]
-    srv = Server([*model_args, "--db", db, "--max-new-tokens", args.max_new_tokens, "--max-batch", args.clients,
-                  "--batch-window-ms", args.batch_window_ms],
-                 tmp / "server.log", args.threads).start()
     rows = Rows(Path(args.out) if args.out else None)
-    try:
-        _suggest_all(srv.url, token, notes[:2], 1)  # warm-up
-        c0 = srv.cpu()
-        one, lat1, wall1, err1 = _suggest_all(srv.url, token, notes, 1)
-        c1 = srv.cpu()
-        many, _, wall8, err8 = _suggest_all(srv.url, token, notes, args.clients)
-        cpu1, cpu8 = c1 - c0, srv.cpu() - c1
-        note = (f"model={label} n={args.n} max_new={args.max_new_tokens} mode={args.mode} threads={args.threads} "
-                f"window={args.batch_window_ms:g}ms")
-        rows.append({"name": f"throughput, {args.clients} clients vs 1", "baseline": round(args.n / wall1, 3),
-                     "value": round(args.n / wall8, 3), "ratio": round(wall1 / wall8, 2), "unit": "req/s",
-                     "note": f"{note}; errors {err1}+{err8}"})
-        rows.append({"name": f"requests per server CPU-second, {args.clients} clients vs 1",
-                     "baseline": round(args.n / cpu1, 3), "value": round(args.n / cpu8, 3),
-                     "ratio": round(cpu1 / cpu8, 2), "unit": "req/cpu-s",
-                     "note": "robust to other load on a shared machine"})
-        for name, outs in (("1 client", one), (f"{args.clients} clients", many)):
-            same = sum(a == b for a, b in zip(outs, ref, strict=True))
-            rows.append({"name": f"identical to opclaim infer, {name}", "baseline": args.n, "value": same,
-                         "ratio": round(same / args.n, 3), "unit": "outputs",
-                         "note": "infer batches 8 sorted by length; fp32 sums in another batch order can flip "
-                                 "near-tied greedy picks" if same < args.n else "all identical"})
-        lat1.sort()
-        p50, p95 = statistics.median(lat1), lat1[min(len(lat1) - 1, int(round(0.95 * (len(lat1) - 1))))]
-        rows.append({"name": "p95 latency, 1 client (baseline p50)", "baseline": round(p50, 3), "value": round(p95, 3),
-                     "ratio": round(p95 / p50, 2), "unit": "s", "note": f"{len(lat1)} requests"})
-        if args.soak > 0:
-            counts, rss = _soak(srv, token, notes, args.clients, args.soak)
-            warm = rss[min(1, len(rss) - 1)]
-            rows.append({"name": f"soak {int(args.soak)} s, {args.clients} clients: errors",
-                         "baseline": counts["ok"] + counts["err"], "value": counts["err"],
-                         "ratio": round(counts["err"] / max(1, counts["ok"] + counts["err"]), 4), "unit": "requests",
-                         "note": "goal: 0 errors"})
-            rows.append({"name": "soak: server RSS, end vs after warm-up", "baseline": round(warm / 2**20, 1),
-                         "value": round(rss[-1] / 2**20, 1), "ratio": round(rss[-1] / warm, 3), "unit": "MiB",
-                         "note": f"max {max(rss) / 2**20:.1f} MiB over {len(rss)} samples; goal ratio within 0.9-1.1"})
-    finally:
-        srv.stop()
-    if args.kill_cases > 0:
+    if phases & {"throughput", "soak"}:
+        srv = Server([*model_args, "--db", db, "--max-new-tokens", args.max_new_tokens, "--max-batch", args.clients,
+                      "--batch-window-ms", args.batch_window_ms], tmp / "server.log", args.threads).start()
+        try:
+            _suggest_all(srv.url, token, notes[:2], 1)  # warm-up
+            if "throughput" in phases:
+                _throughput(args, srv, token, model, label, cases, tmp, rows)
+            if "soak" in phases and args.soak > 0:
+                counts, rss = _soak(srv, token, notes, args.clients, args.soak)
+                warm, mid = rss[min(1, len(rss) - 1)], rss[len(rss) // 2]
+                rows.append({"name": f"soak {int(args.soak)} s, {args.clients} clients: errors",
+                             "baseline": counts["ok"] + counts["err"], "value": counts["err"],
+                             "ratio": round(counts["err"] / max(1, counts["ok"] + counts["err"]), 4),
+                             "unit": "requests", "note": "goal: 0 errors"})
+                rows.append({"name": "soak: server RSS, end vs after warm-up", "baseline": round(warm / 2**20, 1),
+                             "value": round(rss[-1] / 2**20, 1), "ratio": round(rss[-1] / warm, 3), "unit": "MiB",
+                             "note": f"halfway {mid / 2**20:.1f} MiB (second half x{rss[-1] / mid:.3f}); max "
+                                     f"{max(rss) / 2**20:.1f} MiB over {len(rss)} samples; goal ratio within 0.9-1.1; "
+                                     f"OPCLAIM_MALLOC_TRIM={os.environ.get('OPCLAIM_MALLOC_TRIM', '1')}"})
+        finally:
+            srv.stop()
+    if "kill" in phases and args.kill_cases > 0:
         write_cases(tmp / "kill.jsonl", generate_cases(args.kill_cases, seed=1, style="terse", length="short",
                                                        id_prefix="k"))
         k = _kill_restart(args, tmp, model_args, tmp / "kill.jsonl", args.threads)
