@@ -10,27 +10,12 @@ first batch that the rest wait behind; a lone request still waits only one windo
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
-import os
 import queue
 import threading
 import time
 
 log = logging.getLogger("opclaim.serve")
-
-
-def _malloc_trim():
-    """glibc's malloc_trim, or None. glibc keeps the freed blocks of a batch's activation and KV
-    tensors (their sizes change with every batch) in its arenas, so without a trim a long-running
-    server's RSS creeps up batch after batch (bench_serve's soak). OPCLAIM_MALLOC_TRIM=0 turns it off."""
-    if os.environ.get("OPCLAIM_MALLOC_TRIM", "1") == "0":
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return None
 
 
 class Batcher:
@@ -39,7 +24,6 @@ class Batcher:
         self.generate, self.max_batch, self.window_s = generate, max_batch, window_s
         self.max_wait_s = 5 * window_s if max_wait_s is None else max(max_wait_s, window_s)
         self.on_batch = on_batch  # called with the batch size after each batch (metrics)
-        self.trim = _malloc_trim()
         self.q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="opclaim-decoder", daemon=True)
@@ -106,8 +90,6 @@ class Batcher:
             except Exception as e:  # noqa: BLE001 - answer every waiter; the type only is logged
                 log.error("decode failed: %s", type(e).__name__)
                 outcome = [(None, RuntimeError("decode failed"))] * len(batch)
-            if self.trim is not None:
-                self.trim(0)
             if self.on_batch is not None:
                 self.on_batch(len(batch))
             for (_, loop, fut), (res, err) in zip(batch, outcome, strict=True):
