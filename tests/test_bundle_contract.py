@@ -51,44 +51,28 @@ def test_each_unsafe_source_is_refused_naming_the_file(messy, keys, tmp_path):
     shutil.copytree(messy, src)
     (src / "weights.pt").write_bytes(b"\x80\x04N.")
     assert _refusal(lambda: bundle.create(src, keys[0], tmp_path / "b1")) == (
-        bundle.BundleError,
-        "pickled file refused: bundles carry safetensors only",
-        src / "weights.pt",
-    )
+        bundle.BundleError, "pickled file refused: bundles carry safetensors only", src / "weights.pt")
     (src / "weights.pt").unlink()
     (src / "tokenizer.json").unlink()
     (src / "tokenizer.json").symlink_to(messy / "tokenizer.json")
     assert _refusal(lambda: bundle.create(src, keys[0], tmp_path / "b2")) == (
-        bundle.BundleError,
-        "symlink in the model folder; refused (copy the real file in)",
-        src / "tokenizer.json",
-    )
+        bundle.BundleError, "symlink in the model folder; refused (copy the real file in)", src / "tokenizer.json")
 
 
 def test_adapter_folder_symlink_or_missing(messy, keys, tmp_path):
     # _select is what create runs per part; called directly to reach the folder-level refusals.
     link = tmp_path / "link"
     link.symlink_to(messy, target_is_directory=True)
-    assert _refusal(lambda: bundle._select(link, "adapter")) == (
-        bundle.BundleError,
-        "is a symlink; refused",
-        link,
-    )
+    assert _refusal(lambda: bundle._select(link, "adapter")) == (bundle.BundleError, "is a symlink; refused", link)
     assert _refusal(lambda: bundle._select(tmp_path / "nope", "adapter")) == (
-        InputError,
-        "folder not found",
-        tmp_path / "nope",
-    )
+        InputError, "folder not found", tmp_path / "nope")
 
 
 def test_keygen_makes_missing_parents_and_names_the_existing_key(tmp_path):
     priv, pub = bundle.keygen(tmp_path / "a" / "b")
     assert priv.is_file() and pub.is_file()
     assert _refusal(lambda: bundle.keygen(tmp_path / "a" / "b")) == (
-        InputError,
-        "already exists; refusing to overwrite a key",
-        priv,
-    )
+        InputError, "already exists; refusing to overwrite a key", priv)
 
 
 def test_key_files_are_checked_for_kind(keys, tmp_path):
@@ -98,23 +82,14 @@ def test_key_files_are_checked_for_kind(keys, tmp_path):
     priv, pub = keys
     assert bundle._check_key(priv, private=True) == priv and bundle._check_key(pub, private=False) == pub
     assert _refusal(lambda: bundle._check_key(tmp_path / "none.key", True)) == (
-        InputError,
-        "key file not found",
-        tmp_path / "none.key",
-    )
+        InputError, "key file not found", tmp_path / "none.key")
     assert _refusal(lambda: bundle._check_key(pub, True))[1] == "not a PEM private key (ValueError)"
     assert _refusal(lambda: bundle._check_key(priv, False))[1] == "not a PEM public key (ValueError)"
     rsa_pub = tmp_path / "rsa.pub"
-    rsa_pub.write_bytes(
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    rsa_pub.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     assert _refusal(lambda: bundle._check_key(rsa_pub, False)) == (
-        InputError,
-        "not an elliptic-curve key (use `opclaim bundle keygen`)",
-        rsa_pub,
-    )
+        InputError, "not an elliptic-curve key (use `opclaim bundle keygen`)", rsa_pub)
 
 
 def test_manifest_records_parts_version_and_time(messy, keys, tmp_path):
