@@ -44,9 +44,10 @@ CORE = {
     "eval/extract.py": ["tests/test_extract.py", "tests/test_metrics.py", "tests/test_extract_contract.py"],
     "infer/decode.py": ["tests/test_infer_decode.py", "tests/test_infer_sharp.py", "tests/test_decode_contract.py"],
     "infer/constrain.py": ["tests/test_constrain.py", "tests/test_constrain_cpt.py", "tests/test_grammar_generic.py",
-                           "-m", "not slow"],
-    "opclaim/bundle.py": ["tests/test_bundle.py", "tests/test_bundle_contract.py"],
-    "opclaim/ingest.py": ["tests/test_data_validate.py", "tests/test_codes.py", "tests/test_ingest_contract.py"],
+                           "tests/test_constrain_contract.py", "-m", "not slow"],
+    "opclaim/bundle.py": ["tests/test_bundle.py", "tests/test_bundle_contract.py", "tests/test_bundle_contract2.py"],
+    "opclaim/ingest.py": ["tests/test_data_validate.py", "tests/test_codes.py", "tests/test_ingest_contract.py",
+                          "tests/test_ingest_contract2.py"],
     "train/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_checkpoint_contract.py"],
 }
 
