@@ -248,7 +248,7 @@ def _rows(reader, path):
     [
         (b"", "CSV has no header row"),
         (b" , \nr1,n\n", "CSV has no header row"),
-        (b"id,n\xffote\nr1,x\n", "CSV header has bytes that are not UTF-8"),
+        (b"n\xffote,id\nr1,x\n", "CSV header has bytes that are not UTF-8"),  # not only the last cell
     ],
 )
 def test_csv_header_errors_name_file_and_line_1(tmp_path, data, reason):

@@ -558,16 +558,20 @@ def test_validate_keeps_flags_and_rejects_each_record_once(tmp_path, monkeypatch
         _rec("r3", mods=["51"]),  # 5: 51 is not in the modifier list given
         _rec("r4", note="One two three four."),  # 6: 5 tokens > 4: flagged, kept
         _rec("r5", patient={"sex": "zz"}),  # 7
-        _rec("r6", note="One two three"),  # 8: exactly 4 tokens: not flagged
+        _rec(
+            "r6", note="One two three"
+        ),  # 8: kept (the others' notes are 4 tokens: at the limit, not flagged)
         # 9: a code of the wrong type (modifiers and icd10 given: clean_claim fills them in the record it
         # rejects too, see the report on reject records)
         {**_rec("r7"), "claim": {"icd10": [], "providers": [{"lines": [{"cpt": True, "modifiers": []}]}]}},
         _rec("r8", mods=["rt"], mrn=2, Zeta=3),  # 10: kept
+        {**_rec("r9"), "claim": {"icd10": ["Z99.99"]}},  # 11: not in the release (the stand-in's verdict)
     ]
     p = _jsonl(tmp_path, rows)
     report = ingest.validate(str(p), max_tokens=4, modifiers={"80", "RT"}, allow_unknown_icd=False)
-    assert calls == [("K80.20", False)] * 6  # lines 1, 4, 5, 6, 8, 10: the records that got to Case.from_dict
-    assert (report.file, report.fmt, report.read) == (str(p), "jsonl", 10)
+    # lines 1, 4, 5, 6, 8, 10, 11: the records that got as far as Case.from_dict with a code
+    assert calls == [("K80.20", False)] * 6 + [("Z99.99", False)]
+    assert (report.file, report.fmt, report.read) == (str(p), "jsonl", 11)
     assert [c.id for c in report.kept] == ["r1", "r4", "r6", "r8"]
     assert report.kept[0].date == "2021-03-14" and report.kept[3].claim.providers[0].lines[0].modifiers == [
         "RT"
@@ -598,8 +602,9 @@ def test_validate_keeps_flags_and_rejects_each_record_once(tmp_path, monkeypatch
             "malformed_code",
             "r7",
         ),
+        pr(11, "claim.icd10[0]", "not in the release", "unknown_code", "r9"),
     ]
-    assert [r for _, r in report.rejected] == [None, rows[2], rows[3], rows[4], rows[6], rows[8]]
+    assert [r for _, r in report.rejected] == [None, rows[2], rows[3], rows[4], rows[6], rows[8], rows[10]]
     assert report.flagged == [
         (pr(6, "note", "note is 5 tokens, over the limit of 4", "over_token_limit", "r4"), "r4")
     ]
