@@ -460,6 +460,14 @@ def test_flat_row_builds_claim_patient_and_drops_blank_cells():
     )
 
 
+def test_only_the_exact_field_names_are_read():
+    names = ("id", "note", "claim", "date", "service", "style", "rationale", "source", "patient", "extra")
+    others = [n.upper() for n in names] + [f"XX{n}XX" for n in names]  # case matters; nothing else is a field
+    rec = {"id": "r", "note": "N", "icd10": "K80.20", **{n: i for i, n in enumerate(others)}}
+    case, unknown = _case(rec)
+    assert unknown == others and case.extra == {n: i for i, n in enumerate(others)}
+
+
 def test_claim_as_json_text_and_partial_claims():
     case, unknown = _case({"id": "r", "note": "N", "claim": '{"icd10": ["K80.20"]}', "x": 1})
     assert case.claim.to_dict() == {"icd10": ["K80.20"], "providers": []} and unknown == ["x"]
