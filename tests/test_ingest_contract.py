@@ -270,7 +270,19 @@ def test_csv_duplicate_header_names_each_once(tmp_path):
     assert _raises(list, ingest.read_csv(p)).reason == "duplicate column name(s) in the header: id"
 
 
-def test_csv_header_cell_over_the_limit_is_unreadable(tmp_path):
+@pytest.fixture
+def small_limits(monkeypatch):
+    """The io limits made small (the rules, not the sizes, are under test); csv's field limit restored."""
+    import csv
+
+    old = csv.field_size_limit()
+    monkeypatch.setattr(oio, "MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr(oio, "MAX_STRING_CHARS", 400)
+    yield
+    csv.field_size_limit(old)
+
+
+def test_csv_header_cell_over_the_limit_is_unreadable(tmp_path, small_limits):
     big = oio.MAX_RECORD_BYTES + 2
     p = _csv(tmp_path, "x" * big + "\n")
     e = _raises(list, ingest.read_csv(p))
@@ -299,7 +311,7 @@ def test_csv_rows_blank_lines_short_rows_and_line_numbers(tmp_path):
     ]
 
 
-def test_csv_cell_and_row_limits(tmp_path):
+def test_csv_cell_and_row_limits(tmp_path, small_limits):
     lim = oio.MAX_RECORD_BYTES
     p = _csv(tmp_path, "id,note\n" + "r1," + "x" * (lim + 2) + "\nr2,ok\n")
     assert _rows(ingest.read_csv, p) == [
