@@ -390,7 +390,6 @@ def test_record_with_a_claim_object_and_every_field():
         "extra": {"a": 1},
         "mrn": "5",
         "icd10": "E11.9",
-        "evidence": None,
         "claim": {
             "icd10": ["k8020"],
             "providers": [{**SUR, "lines": [{"cpt": "47562", "modifiers": ["80"]}]}],
