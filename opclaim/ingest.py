@@ -16,6 +16,7 @@ with an optional `provider` column for the billing surgeon's name.
 
 from __future__ import annotations
 
+import copy
 import csv
 import datetime as dt
 import re
@@ -543,7 +544,7 @@ def validate(path: str | Path, *, fmt: str | None = None, mapping: dict[str, str
 def _record_to_case(rec: dict, changes: Counter, allow_unknown_icd) -> tuple[Case, list[str]]:
     """One mapped raw record -> (Case, unknown field names); InputError names the field."""
     consumed = {"id", "note", "claim", "date", "service", "style", "rationale", "source", "patient", "extra"}
-    claim = rec.get("claim")
+    claim = copy.deepcopy(rec.get("claim"))  # clean_claim edits in place; the reject keeps the original
     if isinstance(claim, str) and claim.strip():
         claim = oio.parse_json_text(claim, field="claim")
     if claim is None or (isinstance(claim, str) and not claim.strip()):

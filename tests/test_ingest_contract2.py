@@ -675,3 +675,17 @@ def test_a_file_without_records_is_an_input_error(tmp_path, name, text):
     p.write_text(text)
     e = _raises(ingest.validate, p)
     assert (e.reason, e.file, e.kind) == ("no records", p, "no_records")
+
+
+def test_a_rejected_record_keeps_its_claim_as_written(tmp_path):
+    """clean_claim works on a copy: the rejects file carries the record as it was in the input,
+    not with its codes already cleaned (a JSONL claim object, as a Parquet one)."""
+    import json
+
+    from opclaim.ingest import reject_rows, validate
+
+    raw = {"id": "r", "note": "n", "claim": {"icd10": ["k8020"], "providers": [{"lines": [{"cpt": "47562-8O"}]}]}}
+    f = tmp_path / "in.jsonl"
+    f.write_text(json.dumps(raw) + "\n", encoding="utf-8")
+    (rej,) = reject_rows(validate(f))
+    assert rej["defect"] == "unknown_modifier" and rej["record"] == raw
