@@ -150,6 +150,7 @@ def greedy(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids, pa
         mask[b, :width - len(p)] = 0
     stops = torch.tensor(sorted(set(stop_ids)))
     scores, cache = _prefill(model, prompts)
+    cache_kw = _cache_kw(model, cache)  # once: the cache is updated in place, step after step
     finished = torch.zeros(n, dtype=torch.bool)
     rows = torch.arange(n)  # cache row r holds batch row rows[r]
     steps_p, steps_pm = [], []
@@ -171,7 +172,7 @@ def greedy(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids, pa
             cache.batch_select_indices(keep)
             rows = rows[keep]
         out = model(input_ids=nxt[rows, None], position_ids=(lengths[rows] + t)[:, None],
-                    attention_mask=mask[rows, :width + t + 1], **_cache_kw(model, cache), use_cache=True)
+                    attention_mask=mask[rows, :width + t + 1], **cache_kw, use_cache=True)
         scores = scores.clone()
         scores[rows] = out.logits[:, -1].float()
     if probs is not None:
