@@ -19,6 +19,13 @@ class ModelArgs:
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Module names to adapt; empty = the model family's default (+ lm_head)."})
+    lora_top_layers: int = field(
+        default=0, metadata={"help": "[ours] Adapt only the top N decoder layers (and lm_head); 0 = every layer "
+                             "(the study). Backward then stops at the lowest adapted layer."})
+    cache_frozen_layers: bool = field(
+        default=False, metadata={"help": "[ours] With lora_top_layers: compute the frozen layers' output once "
+                                 "per example and reuse it every epoch (one process, padding-free; "
+                                 "train/frozen_cache.py)."})
     attn_implementation: str = field(
         default="auto", metadata={"help": "auto = flash_attention_2 when importable on a GPU, else sdpa_varlen "
                                   "with padding_free (per-example causal SDPA, train/attention.py), else sdpa."})

@@ -7,6 +7,7 @@ so packing nf4 weights into that dtype is what lets the quantised base shard acr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import opclaim  # noqa: F401  (offline before transformers is imported)
@@ -118,9 +119,29 @@ def keep_training_layout(model) -> int:
     return n
 
 
+def top_layers_pattern(targets: list[str], n_layers: int, top: int) -> str:
+    """PEFT target regex (full match) for `targets` in the top `top` of `n_layers` decoder layers;
+    targets outside the layer stack (lm_head) stay adapted. PEFT's own `layers_to_transform` drops
+    every module without a layer index, lm_head included, so it cannot express the study's head."""
+    if not 0 < top <= n_layers:
+        raise InputError(f"lora_top_layers must be between 1 and the model's {n_layers} layers",
+                         field="lora_top_layers")
+    idx = "|".join(str(i) for i in range(n_layers - top, n_layers))
+    inner = "|".join(re.escape(t) for t in targets if t != "lm_head")
+    pattern = rf"(.*\.)?layers\.({idx})\.(.*\.)?({inner})"
+    return pattern + ("|(.*\\.)?lm_head" if "lm_head" in targets else "")
+
+
+def num_layers(path: str | Path) -> int:
+    cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    return int(cfg.get("num_hidden_layers") or cfg.get("text_config", {}).get("num_hidden_layers") or 0)
+
+
 def lora_config(margs):
     from peft import LoraConfig
 
+    targets = target_modules(margs.model_name_or_path, margs.lora_target_modules)
+    if getattr(margs, "lora_top_layers", 0):
+        targets = top_layers_pattern(targets, num_layers(margs.model_name_or_path), margs.lora_top_layers)
     return LoraConfig(r=margs.lora_r, lora_alpha=margs.lora_alpha, lora_dropout=margs.lora_dropout,
-                      target_modules=target_modules(margs.model_name_or_path, margs.lora_target_modules),
-                      bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")

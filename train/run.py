@@ -17,7 +17,7 @@ from opclaim import artifacts
 from opclaim.errors import InputError
 from opclaim.io import atomic_write, read_yaml
 from opclaim.registry import load_tokenizer
-from train import checkpoint, data
+from train import checkpoint, data, frozen_cache
 from train import model as model_mod
 
 log = logging.getLogger("train")
@@ -105,6 +105,7 @@ def main(margs, dargs, targs) -> int:
     trainer = ClaimSFTTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
                               processing_class=tok, peft_config=model_mod.lora_config(margs), callbacks=callbacks)
     _adapters_to(trainer.model, model_mod.compute_dtype())
+    cache = frozen_cache.attach_to_trainer(trainer, margs)  # None unless cache_frozen_layers
     if trainer.accelerator.is_main_process:
         trainer.model.print_trainable_parameters()
 
@@ -118,6 +119,8 @@ def main(margs, dargs, targs) -> int:
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     if stopper.stopped:
+        if cache is not None:
+            cache.detach(trainer.model)
         log.warning("stopped on signal after a complete checkpoint; exit %d (requeue)", checkpoint.EXIT_REQUEUE)
         return checkpoint.EXIT_REQUEUE
 
@@ -126,6 +129,8 @@ def main(margs, dargs, targs) -> int:
         last = [h for h in trainer.state.log_history if "eval_loss" in h]
         final_val = (last[-1]["eval_loss"] if last and last[-1].get("step") == trainer.state.global_step
                      else trainer.evaluate()["eval_loss"])
+    if cache is not None:
+        cache.detach(trainer.model)  # the whole model again before it is saved
     trainer.save_model(str(out))  # PEFT adapter as safetensors (ZeRO-3 gathers it first)
     if trainer.accelerator.is_main_process:
         tok.save_pretrained(out)
