@@ -141,7 +141,7 @@ def test_server_round_trip_and_export_on_postgresql(pg_url, tiny_phi3_dir, tmp_p
     try:
         h = {"Authorization": f"Bearer {coder}"}
         cid = seed_case(url, "pg-1", f"Gallbladder removed. {CANARY}", CLAIM)
-        assert httpx.get(f"{srv.url}/v1/cases/next", headers=h).json()["id"] == cid
+        assert httpx.post(f"{srv.url}/v1/cases/next", headers=h).json()["id"] == cid
         items = [{"system": "icd10", "code": "K80.20", "action": "accept"},
                  {"system": "icd10", "code": "K81.0", "action": "reject"},
                  {"system": "cpt", "code": "47562", "action": "accept"}]
