@@ -110,9 +110,28 @@ def test_store_contract_on_postgresql(pg_url):
 
     # the audit trail cannot be rewritten, even through a connection of its own
     with psycopg.connect(url, autocommit=True) as c:
-        for sql in ("UPDATE decisions SET items = '[]'", "DELETE FROM decisions", "TRUNCATE decisions CASCADE"):
+        before = c.execute("SELECT * FROM decisions ORDER BY id").fetchall()
+        for sql in ("UPDATE decisions SET items = '[]'", "DELETE FROM decisions", "TRUNCATE decisions CASCADE",
+                    "INSERT INTO decisions (id, case_id, user_id, items, final_claim, created_at) OVERRIDING SYSTEM "
+                    "VALUE VALUES (1, 1, 1, '[]', '{}', 'x') ON CONFLICT (id) DO UPDATE SET final_claim = '{}'",
+                    "INSERT INTO decisions (case_id, user_id, items, final_claim, client_key, created_at) "
+                    "VALUES (1, 1, '[]', '{}', 'k-1', 'x') ON CONFLICT (client_key) DO UPDATE SET items = '[]'",
+                    "MERGE INTO decisions d USING (SELECT 1 AS id) s ON d.id = s.id WHEN MATCHED THEN UPDATE "
+                    "SET items = '[]'",
+                    "MERGE INTO decisions d USING (SELECT 1 AS id) s ON d.id = s.id WHEN MATCHED THEN DELETE",
+                    "WITH x AS (UPDATE decisions SET items = '[]' RETURNING id) SELECT * FROM x",
+                    "WITH x AS (DELETE FROM decisions RETURNING id) SELECT * FROM x",
+                    "DELETE FROM users"):
+            with pytest.raises(psycopg.Error):  # append-only trigger, or a foreign key the rows hold
+                c.execute(sql)
+        for sql in ("UPDATE decisions SET items = '[]'", "MERGE INTO decisions d USING (SELECT 1 AS id) s "
+                    "ON d.id = s.id WHEN MATCHED THEN DELETE"):
             with pytest.raises(psycopg.Error, match="append-only"):
                 c.execute(sql)
+        with pytest.raises(psycopg.Error):  # an explicit id is refused (GENERATED ALWAYS)
+            c.execute("INSERT INTO decisions (id, case_id, user_id, items, final_claim, created_at) "
+                      "VALUES (1, 1, 1, '[]', '{}', 'x')")
+        assert c.execute("SELECT * FROM decisions ORDER BY id").fetchall() == before
         assert c.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 2
         c.execute("INSERT INTO schema_version VALUES (%s, 'later')", (SCHEMA_VERSION + 1,))
     with pytest.raises(InputError, match="newer than this opclaim"):
