@@ -20,6 +20,17 @@ def _clean(text) -> str:
     return re.sub(r"\s+", " ", text.replace("|", "/")).strip()
 
 
+def _list(d: dict, key: str, field: str, types=list) -> list:
+    """d[key] as a list: an absent key is an empty list, a null or any other type is a reject
+    (never a conversion: `"icd10": null` is not the same as no diagnoses)."""
+    if key not in d:
+        return []
+    v = d[key]
+    if v is None:
+        raise InputError("must be a list, got null", field=field, kind="wrong_type")
+    return _typed(d, key, types, field, [], "list")
+
+
 def _typed(d: dict, key: str, types, field: str, default=None, expected: str = "string"):
     """d[key] when it has one of `types` (bool never counts as a number); absent/null -> default.
 
@@ -82,7 +93,7 @@ class Claim:
         for every case record; a bare claim (a rendered prediction, say) may hold invented codes."""
         if not isinstance(d, dict):
             raise InputError(f"must be an object, got {type_name(d)}", field=where, kind="wrong_type")
-        icd = _typed(d, "icd10", list, f"{where}.icd10", [], "list")
+        icd = _list(d, "icd10", f"{where}.icd10")
         codes = []
         for i, c in enumerate(icd):
             try:
@@ -93,14 +104,14 @@ class Claim:
                 raise CodeFormatError(e.reason, field=f"{where}.icd10[{i}]", kind=e.kind) from None
             if n not in codes:
                 codes.append(n)
-        provs = _typed(d, "providers", list, f"{where}.providers", [], "list")
+        provs = _list(d, "providers", f"{where}.providers")
         providers = []
         for pi, p in enumerate(provs):
             pw = f"{where}.providers[{pi}]"
             if not isinstance(p, dict):
                 raise InputError(f"must be an object, got {type_name(p)}", field=pw, kind="wrong_type")
             lines = []
-            for li, ln in enumerate(_typed(p, "lines", list, f"{pw}.lines", [], "list")):
+            for li, ln in enumerate(_list(p, "lines", f"{pw}.lines")):
                 lw = f"{pw}.lines[{li}]"
                 if not isinstance(ln, dict):
                     raise InputError(f"must be an object, got {type_name(ln)}", field=lw, kind="wrong_type")
@@ -108,11 +119,14 @@ class Claim:
                     cpt = normalize_cpt(ln.get("cpt", ""))
                 except CodeFormatError as e:
                     raise CodeFormatError(e.reason, field=f"{lw}.cpt") from None
-                mods = _typed(ln, "modifiers", (list, str), f"{lw}.modifiers", [], "list")
+                mods = _list(ln, "modifiers", f"{lw}.modifiers", (list, str))
                 if isinstance(mods, str):  # "80, 51": a documented shorthand for a list
                     mods = [m for m in re.split(r"[,\s]+", mods) if m]
                 nm = []
                 for mi, m in enumerate(mods):
+                    if not isinstance(m, str):  # [59] is not "59": a number is a reject
+                        raise InputError(f"must be a string, got {type_name(m)}", field=f"{lw}.modifiers[{mi}]",
+                                         kind="wrong_type")
                     try:
                         nm.append(normalize_modifier(m))
                     except CodeFormatError as e:

@@ -331,6 +331,8 @@ def clean_claim(claim, changes: Counter):
         for ln in p.get("lines") or []:
             if not isinstance(ln, dict):
                 continue
+            if "modifiers" in ln and ln["modifiers"] is None:
+                continue  # null is not an empty list: Claim.from_dict rejects it
             mods = _clean_mods(ln.get("modifiers"), changes)
             if mods is not None and not isinstance(mods, list):
                 continue  # a wrong type: Claim.from_dict rejects it, naming the types
@@ -491,8 +493,12 @@ def _check_modifiers(claim: dict, known: set[str]) -> tuple[str, str] | None:
 
 def validate(path: str | Path, *, fmt: str | None = None, mapping: dict[str, str] | None = None,
              max_tokens: int = DEFAULT_MAX_TOKENS, tokenizer=None, modifiers: set[str] | None = None,
-             allow_unknown_icd: bool | None = None) -> Report:
+             allow_unknown_icd: bool | None = None, require_claim: bool = True) -> Report:
     """Read every record; keep, flag or reject each one. Never raises for a bad record.
+
+    A kept record's claim bills at least one CPT line (a claim without one is rejected,
+    `no_cpt_line`). With require_claim False (the service's queue), a record without any claim
+    is kept with `claim` None; a claim that is given is validated in full.
 
     Raises InputError for a bad file (missing, a directory, no header) and for "no records"."""
     records, kind = read_raw(path, fmt)
@@ -514,17 +520,22 @@ def validate(path: str | Path, *, fmt: str | None = None, mapping: dict[str, str
             report.rejected.append((Problem(rr.where, fld, reason, kind or _kind(reason, fld), rid), rr.data))
 
         try:
-            case, unknown = _record_to_case(rec, changes, allow_unknown_icd)
+            case, unknown = _record_to_case(rec, changes, allow_unknown_icd, require_claim)
         except CodeFormatError as e:
             reject(e.reason, e.field, e.kind)
             continue
         except InputError as e:
             reject(e.reason, e.field, e.kind)
             continue
-        bad_mod = _check_modifiers(case.claim.to_dict(), known_mods)
-        if bad_mod:
-            reject(*bad_mod)
-            continue
+        if case.claim is not None:
+            bad_mod = _check_modifiers(case.claim.to_dict(), known_mods)
+            if bad_mod:
+                reject(*bad_mod)
+                continue
+            if not case.claim.cpt_set():  # empty providers, or providers without a line
+                reject("no CPT line: a surgical claim bills at least one procedure", "claim.providers",
+                       "no_cpt_line")
+                continue
         if case.id in seen:
             reject(f"duplicate id (first on line {seen[case.id]})", "id", "duplicate_id")
             continue
@@ -541,7 +552,8 @@ def validate(path: str | Path, *, fmt: str | None = None, mapping: dict[str, str
     return report
 
 
-def _record_to_case(rec: dict, changes: Counter, allow_unknown_icd) -> tuple[Case, list[str]]:
+def _record_to_case(rec: dict, changes: Counter, allow_unknown_icd, require_claim: bool = True
+                    ) -> tuple[Case, list[str]]:
     """One mapped raw record -> (Case, unknown field names); InputError names the field."""
     consumed = {"id", "note", "claim", "date", "service", "style", "rationale", "source", "patient", "extra"}
     claim = copy.deepcopy(rec.get("claim"))  # clean_claim edits in place; the reject keeps the original
@@ -561,12 +573,20 @@ def _record_to_case(rec: dict, changes: Counter, allow_unknown_icd) -> tuple[Cas
     obj["patient"] = patient
     if isinstance(obj["id"], float) and obj["id"].is_integer():
         obj["id"] = int(obj["id"])
-    if isinstance(claim, dict) and not claim.get("icd10") and not claim.get("providers"):
+    no_claim = claim is None and not require_claim
+    if no_claim:
+        claim = {}  # a placeholder for Case.from_dict, dropped below
+    elif isinstance(claim, dict) and not claim.get("icd10") and not claim.get("providers") and \
+            not any(claim.get(k) is None and k in claim for k in ("icd10", "providers")):
         raise InputError("missing or empty", field="claim", kind="missing_claim")
+    obj["claim"] = claim
     unknown = [k for k in rec if k not in consumed and k not in CASE_FIELDS]
     extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
     obj["extra"] = {**extra, **{k: rec[k] for k in unknown}} if unknown or extra else rec.get("extra")
-    return Case.from_dict(obj, allow_unknown_icd=allow_unknown_icd), unknown
+    case = Case.from_dict(obj, allow_unknown_icd=allow_unknown_icd)
+    if no_claim:
+        case.claim = None
+    return case, unknown
 
 
 def reject_rows(report: Report) -> list[dict]:

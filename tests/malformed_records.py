@@ -201,11 +201,21 @@ KINDS = {
     "patient_sex_unknown_word": _set("patient", lambda r: {"sex": _canary(r)}),
     "patient_sex_int": _set("patient", {"sex": 1}),
     "patient_unknown_key": _set("patient", lambda r: {"age": 40, "name": _canary(r)}),
+    # ---- null where a list belongs, a number where a string belongs (issue 28: were coerced)
+    "icd10_null": _set("claim.icd10", None),
+    "providers_null": _set("claim.providers", None),
+    "lines_null": _set("claim.providers.0.lines", None),
+    "modifiers_null": _set("claim.providers.0.lines.0.modifiers", None),
+    "modifier_item_int": _set("claim.providers.0.lines.0.modifiers", lambda r: [r.choice([59, 80, 51])]),
+    # ---- no billable line: `opclaim data validate` rejects (no_cpt_line)
+    "providers_empty": _set("claim.providers", []),
+    "lines_empty": _set("claim.providers.0.lines", []),
 }
 
 # The strict readers (read_cases: train, infer, eval, split, stats) do not apply the modifier table
-# or the non-empty-claim rule; `opclaim data validate` does. Every other kind is rejected by both.
-STRICT_ACCEPTS = {"modifier_unknown", "claim_empty"}
+# the non-empty-claim rule or the billable-line rule; `opclaim data validate` does. Every other kind
+# is rejected by both.
+STRICT_ACCEPTS = {"modifier_unknown", "claim_empty", "providers_empty", "lines_empty"}
 
 # Kinds too large to repeat many times (megabytes per record).
 _RARE = {"huge_note", "huge_record", "deep_list_10000", "int_5000_digits_age", "int_4301_digits"}

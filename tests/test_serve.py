@@ -46,7 +46,9 @@ def H(srv, who="coder"):
 def test_db_file_is_owner_only_and_versioned(srv):
     assert srv.db.stat().st_mode & 0o777 == 0o600
     con = sqlite3.connect(srv.db)
-    assert con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 1
+    from opclaim.serve.db import SCHEMA_VERSION
+
+    assert con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 2
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert con.execute("PRAGMA foreign_keys").fetchone()[0] in (0, 1)  # per connection; the server sets it
     # tokens are stored hashed only
@@ -60,7 +62,7 @@ def test_401_without_token_everywhere_but_healthz(srv):
     h = httpx.get(srv.url + "/healthz")
     assert h.status_code == 200 and h.json()["bundle_digest"] and len(h.json()["bundle_digest"]) == 64
     for method, path in [("GET", "/openapi.json"), ("GET", "/metrics"), ("POST", "/v1/suggest"),
-                         ("POST", "/v1/cases"), ("GET", "/v1/cases"), ("GET", "/v1/cases/next"),
+                         ("POST", "/v1/cases"), ("GET", "/v1/cases"), ("POST", "/v1/cases/next"),
                          ("GET", "/v1/cases/1"), ("POST", "/v1/cases/1/decision"), ("GET", "/v1/export")]:
         r = httpx.request(method, srv.url + path, json={"note": CANARY})
         assert r.status_code == 401, (path, r.status_code)
@@ -155,7 +157,9 @@ def test_enqueue_validates_like_data_validate(srv):
 
 
 def test_next_case_leases_and_suggests(srv):
-    r = httpx.get(srv.url + "/v1/cases/next", headers=H(srv, "coder2"), timeout=180)
+    # a POST now: GET reads "next" as a case id (422), leasing nothing
+    assert httpx.get(srv.url + "/v1/cases/next", headers=H(srv, "coder2")).status_code == 422
+    r = httpx.post(srv.url + "/v1/cases/next", headers=H(srv, "coder2"), timeout=180)
     assert r.status_code == 200, r.text
     j = r.json()
     assert j["suggestion"] is not None and j["suggestion"]["model"].startswith("model:")
@@ -301,9 +305,11 @@ def test_failed_logins_are_rate_limited(srv):
     codes = [httpx.get(srv.url + "/v1/cases", headers={"Authorization": "Bearer ocl_wrong"}).status_code
              for _ in range(7)]
     assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
-    assert httpx.get(srv.url + "/v1/cases", headers=H(srv)).status_code == 429  # the address waits
-    time.sleep(3.2)
+    # a valid token from the same address is never refused for someone else's failures (issue 28)
     assert httpx.get(srv.url + "/v1/cases", headers=H(srv)).status_code == 200
+    assert httpx.get(srv.url + "/v1/cases", headers={"Authorization": "Bearer ocl_other"}).status_code == 429
+    time.sleep(3.2)
+    assert httpx.get(srv.url + "/v1/cases", headers={"Authorization": "Bearer ocl_other"}).status_code == 401
 
 
 def test_zz_no_note_text_in_the_server_log(srv):

@@ -110,9 +110,28 @@ def test_store_contract_on_postgresql(pg_url):
 
     # the audit trail cannot be rewritten, even through a connection of its own
     with psycopg.connect(url, autocommit=True) as c:
-        for sql in ("UPDATE decisions SET items = '[]'", "DELETE FROM decisions", "TRUNCATE decisions CASCADE"):
+        before = c.execute("SELECT * FROM decisions ORDER BY id").fetchall()
+        for sql in ("UPDATE decisions SET items = '[]'", "DELETE FROM decisions", "TRUNCATE decisions CASCADE",
+                    "INSERT INTO decisions (id, case_id, user_id, items, final_claim, created_at) OVERRIDING SYSTEM "
+                    "VALUE VALUES (1, 1, 1, '[]', '{}', 'x') ON CONFLICT (id) DO UPDATE SET final_claim = '{}'",
+                    "INSERT INTO decisions (case_id, user_id, items, final_claim, client_key, created_at) "
+                    "VALUES (1, 1, '[]', '{}', 'k-1', 'x') ON CONFLICT (client_key) DO UPDATE SET items = '[]'",
+                    "MERGE INTO decisions d USING (SELECT 1 AS id) s ON d.id = s.id WHEN MATCHED THEN UPDATE "
+                    "SET items = '[]'",
+                    "MERGE INTO decisions d USING (SELECT 1 AS id) s ON d.id = s.id WHEN MATCHED THEN DELETE",
+                    "WITH x AS (UPDATE decisions SET items = '[]' RETURNING id) SELECT * FROM x",
+                    "WITH x AS (DELETE FROM decisions RETURNING id) SELECT * FROM x",
+                    "DELETE FROM users"):
+            with pytest.raises(psycopg.Error):  # append-only trigger, or a foreign key the rows hold
+                c.execute(sql)
+        for sql in ("UPDATE decisions SET items = '[]'", "MERGE INTO decisions d USING (SELECT 1 AS id) s "
+                    "ON d.id = s.id WHEN MATCHED THEN DELETE"):
             with pytest.raises(psycopg.Error, match="append-only"):
                 c.execute(sql)
+        with pytest.raises(psycopg.Error):  # an explicit id is refused (GENERATED ALWAYS)
+            c.execute("INSERT INTO decisions (id, case_id, user_id, items, final_claim, created_at) "
+                      "VALUES (1, 1, 1, '[]', '{}', 'x')")
+        assert c.execute("SELECT * FROM decisions ORDER BY id").fetchall() == before
         assert c.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 2
         c.execute("INSERT INTO schema_version VALUES (%s, 'later')", (SCHEMA_VERSION + 1,))
     with pytest.raises(InputError, match="newer than this opclaim"):
@@ -141,7 +160,7 @@ def test_server_round_trip_and_export_on_postgresql(pg_url, tiny_phi3_dir, tmp_p
     try:
         h = {"Authorization": f"Bearer {coder}"}
         cid = seed_case(url, "pg-1", f"Gallbladder removed. {CANARY}", CLAIM)
-        assert httpx.get(f"{srv.url}/v1/cases/next", headers=h).json()["id"] == cid
+        assert httpx.post(f"{srv.url}/v1/cases/next", headers=h).json()["id"] == cid
         items = [{"system": "icd10", "code": "K80.20", "action": "accept"},
                  {"system": "icd10", "code": "K81.0", "action": "reject"},
                  {"system": "cpt", "code": "47562", "action": "accept"}]

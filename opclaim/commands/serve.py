@@ -45,9 +45,18 @@ def register(subs) -> None:
     p.add_argument("--batch-max-wait-ms", type=float, help="the longest a batch stays open (default 5 windows)")
     p.add_argument("--cpt-ref", help="CPT/HCPCS list (one per line): only these may be entered")
     p.add_argument("--modifiers", help="modifier list replacing the built-in table")
-    p.add_argument("--login-failures", type=int, default=10, help="failed logins per address per window before 429")
+    p.add_argument("--login-failures", type=int, default=10,
+                   help="failed logins per address, and per presented token, per window before 429")
     p.add_argument("--login-window-s", type=int, default=300, help="the failed-login window (seconds)")
     p.add_argument("--cookie-secure", action="store_true", help="mark the session cookie Secure (behind TLS)")
+    p.add_argument("--trusted-proxy-header", metavar="NAME",
+                   help="header naming the client address (e.g. X-Forwarded-For; its last entry), "
+                        "honoured only from --trusted-proxy peers")
+    p.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                   help="address of the reverse proxy (repeatable; default 127.0.0.1 and ::1)")
+    p.add_argument("--public-origin", metavar="URL",
+                   help="scheme://host[:port] browsers use (sign-in Origin check; default: the request's own)")
+    p.add_argument("--lease-s", type=int, default=900, help="how long POST /v1/cases/next holds a case for its coder")
     ss = p.add_subparsers(dest="serve_verb", metavar="VERB")
     u = ss.add_parser("user", help="manage users")
     us = u.add_subparsers(dest="user_verb", metavar="VERB", required=True)
@@ -190,7 +199,9 @@ def main(args) -> int:
                       on_batch=lambda n: app_holder["app"].state.metrics.batch.observe(n))
     app = create_app(store, engine, batcher, Settings(
         store_notes=args.store_notes, cookie_secure=args.cookie_secure, rules=rules,
-        login_failures=args.login_failures, login_window_s=args.login_window_s))
+        login_failures=args.login_failures, login_window_s=args.login_window_s, lease_s=args.lease_s,
+        trusted_proxy_header=args.trusted_proxy_header,
+        trusted_proxies=tuple(args.trusted_proxy or ("127.0.0.1", "::1")), public_origin=args.public_origin))
     app_holder["app"] = app
     import uvicorn
 

@@ -3,10 +3,14 @@
 Auth: `Authorization: Bearer TOKEN` on everything but /healthz (and the sign-in page). The page
 signs in with the token once and then holds a session cookie (HttpOnly, SameSite=Strict); a
 request authenticated by cookie that changes state must also carry the session's CSRF token
-(header X-CSRF-Token, or the form field `csrf`). Failed logins are counted per client address.
+(header X-CSRF-Token, or the form field `csrf`). Failed logins are counted per client address and
+per presented credential, separately; a valid token is never refused for someone else's failures.
+
+Bodies: refused with 413 by Content-Length and while streaming, before a byte past the limit is
+read; a request without valid credentials reads no body at all (only /login reads one, <= 4 KB).
 
 Logging: one line per request (request id, method, route template, status, ms, user id), never a
-query string, a body or an exception message; errors reach the client as a generic message with
+query string, a body or an exception message; method, route and status come from closed sets; errors reach the client as a generic message with
 the request id.
 """
 
@@ -31,14 +35,33 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opclaim.errors import InputError
-from opclaim.serve.db import DecisionConflict, Store
+from opclaim.serve.db import DecisionConflict, LeaseHeld, Store
 from opclaim.serve.decisions import CodeRules, agreement, final_claim
 
 log = logging.getLogger("opclaim.serve")
 API = "/v1"
 MAX_NOTE_CHARS = 200_000
 MAX_BATCH_BYTES = 50_000_000
+MAX_BODY_BYTES = 2_000_000       # one JSON request: a 200,000-character note escaped as \uXXXX fits
+MAX_FORM_BYTES = 4096            # /login and /logout, read before anyone is known
+MAX_KEY_CHARS = 100              # Idempotency-Key / client_key
 SESSION_COOKIE = "opclaim_session"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+STATUSES = (200, 201, 204, 303, 400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 503)
+
+
+def method_label(method: str) -> str:
+    """A metric/log label from a closed set: anything else a client sends is `other`."""
+    return method if method in METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    return str(status) if status in STATUSES else f"{status // 100}xx"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self):
+        super().__init__(413)
 
 
 @dataclass
@@ -46,13 +69,22 @@ class Settings:
     store_notes: bool = False
     cookie_secure: bool = False       # set behind TLS (a reverse proxy)
     session_ttl_s: int = 8 * 3600
-    login_failures: int = 10          # per client address per window, then 429
+    login_failures: int = 10          # per client address, and per presented credential, per window; then 429
     login_window_s: int = 300
     lease_s: int = 900
+    max_body_bytes: int = MAX_BODY_BYTES
+    trusted_proxy_header: str | None = None   # e.g. X-Forwarded-For, honoured from trusted_proxies only
+    trusted_proxies: tuple = ("127.0.0.1", "::1")
+    public_origin: str | None = None  # scheme://host[:port] the browser sees (default: the request's own)
     rules: CodeRules = field(default_factory=CodeRules)
 
 
 class LoginLimiter:
+    """Failures per key (`addr:...` or `cred:<sha256>`) in a sliding window; at most MAX_KEYS keys
+    are remembered (the oldest are forgotten), so a flood of random tokens cannot grow it."""
+
+    MAX_KEYS = 10_000
+
     def __init__(self, limit: int, window_s: int):
         self.limit, self.window_s = limit, window_s
         self.fails: dict[str, list[float]] = {}
@@ -68,6 +100,9 @@ class LoginLimiter:
     def fail(self, who: str) -> None:
         with self.lock:
             self.fails.setdefault(who, []).append(time.monotonic())
+            self.fails[who] = self.fails[who][-self.limit:]
+            while len(self.fails) > self.MAX_KEYS:
+                self.fails.pop(next(iter(self.fails)))
 
 
 class Metrics:
@@ -195,7 +230,75 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e):
-        return _err(request, e.status_code, "not found" if e.status_code == 404 else "request refused")
+        msg = {404: "not found", 405: "method not allowed", 413: "request body too large"}.get(e.status_code,
+                                                                                            "request refused")
+        return _err(request, e.status_code, msg)
+
+    # ------------------------------------------------------------ bodies: refused before they are read
+    def body_limit(path: str, method: str) -> int:
+        if path in ("/login", "/logout"):
+            return MAX_FORM_BYTES
+        if path == f"{API}/cases" and method == "POST":
+            return MAX_BATCH_BYTES
+        return settings.max_body_bytes
+
+    def credentials_valid(headers: dict) -> bool:
+        header = headers.get(b"authorization", b"").decode("latin-1")
+        if header:
+            scheme, _, token = header.partition(" ")
+            return scheme.lower() == "bearer" and bool(token.strip()) and store.user_for_token(token.strip()) is not None
+        from starlette.requests import cookie_parser
+
+        sid = cookie_parser(headers.get(b"cookie", b"").decode("latin-1")).get(SESSION_COOKIE)
+        s = sessions.get(_h(sid)) if sid else None
+        return s is not None and s["expires"] >= time.time()
+
+    class Guard:
+        """Inside _frame (so refusals are logged and counted): Content-Length over the route's
+        limit -> 413 unread; a body from a request without valid credentials is never read (the
+        route answers 401 as if it were empty); a streamed body is cut at the limit with 413."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            headers = dict(scope["headers"])
+            limit = body_limit(scope["path"], scope["method"])
+            cl = headers.get(b"content-length")
+            rid = scope.get("state", {}).get("rid")
+
+            async def refuse(status, error):
+                await JSONResponse({"error": error, "request_id": rid}, status_code=status,
+                                   headers={"Connection": "close"})(scope, receive, send)
+
+            if cl is not None and (not cl.isdigit() or len(cl) > 18):
+                return await refuse(400, "bad Content-Length")
+            if cl is not None and int(cl) > limit:
+                return await refuse(413, "request body too large")
+            may_have_body = (cl not in (None, b"0")) or b"transfer-encoding" in headers
+            if may_have_body and scope["path"] not in ("/login", "/logout") and not credentials_valid(headers):
+                sent = [False]
+
+                async def no_body():
+                    if sent[0]:
+                        return {"type": "http.disconnect"}
+                    sent[0] = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                return await self.inner(scope, no_body, send)
+            seen = [0]
+
+            async def counted():
+                msg = await receive()
+                if msg["type"] == "http.request":
+                    seen[0] += len(msg.get("body", b""))
+                    if seen[0] > limit:
+                        raise BodyTooLarge()
+                return msg
+            return await self.inner(scope, counted, send)
+
+    app.add_middleware(Guard)
 
     @app.middleware("http")
     async def _frame(request: Request, call_next):
@@ -209,11 +312,11 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
             response = JSONResponse({"error": "internal error", "request_id": rid}, status_code=500)
         route = getattr(request.scope.get("route"), "path", None) or "unmatched"
         dt = time.perf_counter() - t0
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        method, status = method_label(request.method), status_label(response.status_code)
+        metrics.requests.labels(method, route, status).inc()
         metrics.latency.labels(route).observe(dt)
         user = getattr(request.state, "user", None)
-        log.info("%s %s %s %d %.1fms user=%s", rid, request.method, route, response.status_code, dt * 1000,
-                 user["id"] if user else "-")
+        log.info("%s %s %s %s %.1fms user=%s", rid, method, route, status, dt * 1000, user["id"] if user else "-")
         response.headers["X-Request-ID"] = rid
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -223,7 +326,29 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
 
     # ------------------------------------------------------------ auth
     def client(request) -> str:
-        return request.client.host if request.client else "?"
+        """The client address: the peer, or a trusted proxy's header naming the client (its last
+        entry: the one the proxy added) when one is configured and the peer is that proxy."""
+        import ipaddress
+
+        peer = request.client.host if request.client else "?"
+        name = settings.trusted_proxy_header
+        if name and peer in settings.trusted_proxies:
+            last = request.headers.get(name, "").split(",")[-1].strip()
+            try:
+                return str(ipaddress.ip_address(last))
+            except ValueError:
+                pass
+        return peer
+
+    def refuse_bad_token(who: str, token: str) -> None:
+        """A failed token: 429 when its address or the token itself failed too often, else 401."""
+        cred = "cred:" + _h(token)
+        if limiter.blocked("addr:" + who) or limiter.blocked(cred):
+            raise Fail(429, "too many failed logins; try later", headers={"Retry-After": str(limiter.window_s)})
+        limiter.fail("addr:" + who)
+        limiter.fail(cred)
+        metrics.login_failures.inc()
+        raise Fail(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
 
     def _session(request) -> dict | None:
         sid = request.cookies.get(SESSION_COOKIE)
@@ -241,14 +366,10 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         who = client(request)
         header = request.headers.get("authorization", "")
         if header:
-            if limiter.blocked(who):
-                raise Fail(429, "too many failed logins; try later", headers={"Retry-After": str(limiter.window_s)})
             scheme, _, token = header.partition(" ")
             user = store.user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-            if user is None:
-                limiter.fail(who)
-                metrics.login_failures.inc()
-                raise Fail(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+            if user is None:  # a valid token is never refused: failures only count against failures
+                refuse_bad_token(who, header)
             request.state.user = user
             return user
         s = _session(request)
@@ -331,9 +452,7 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         "application/x-ndjson": {"schema": {"type": "string", "description": "one case record per line, as "
                                             "`opclaim data validate` reads; `claim` optional (a reference claim)"}}}}})
     async def enqueue(request: Request, user: dict = Depends(admin)):
-        raw = await request.body()
-        if len(raw) > MAX_BATCH_BYTES:
-            raise Fail(413, "batch too large")
+        raw = await request.body()  # Guard refuses past MAX_BATCH_BYTES, by header and while streaming
         from starlette.concurrency import run_in_threadpool
 
         kept, rejected, flagged = await run_in_threadpool(validate_batch, raw)  # off the event loop
@@ -349,8 +468,8 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
     def list_cases(user: dict = Depends(auth)):
         return [{k: c[k] for k in ("id", "external_id", "service", "date", "status")} for c in store.queue()]
 
-    @app.get(f"{API}/cases/next", tags=["cases"])
-    async def next_case(user: dict = Depends(auth)):
+    @app.post(f"{API}/cases/next", tags=["cases"])
+    async def next_case(user: dict = Depends(auth)):  # takes a lease: a POST (CSRF with a cookie)
         c = store.lease_next(user["id"], settings.lease_s)
         if c is None:
             return Response(status_code=204)
@@ -365,26 +484,51 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
 
     @app.post(f"{API}/cases/{{case_id}}/decision", tags=["cases"], status_code=201)
     def decide(case_id: CaseId, body: DecisionIn, request: Request, user: dict = Depends(auth)):
+        import hashlib
+
         key = body.client_key or request.headers.get("idempotency-key") or None
-        if key:
-            prior = store.decision_by_key(key)
-            if prior is not None:
-                if prior["case_id"] != case_id or prior["user_id"] != user["id"]:
-                    raise Fail(409, "idempotency key already used for another decision")
-                return JSONResponse(prior, status_code=200)
+        if key is not None and (len(key) > MAX_KEY_CHARS or not key.strip()):
+            raise Fail(422, f"idempotency key: 1 to {MAX_KEY_CHARS} characters", "Idempotency-Key")
+        digest = hashlib.sha256(json.dumps(
+            {"case_id": case_id, "items": [i.model_dump() for i in body.items], "final_claim": body.final_claim,
+             "amends": body.amends}, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
+
+        def replay():
+            prior = store.decision_by_key(key) if key else None
+            if prior is None:
+                return None
+            if prior["case_id"] != case_id or prior["user_id"] != user["id"]:
+                raise Fail(409, "idempotency key already used for another decision", "Idempotency-Key")
+            if prior.pop("request_sha256") not in (None, digest):
+                raise Fail(422, "idempotency key already used with a different request body", "Idempotency-Key")
+            return JSONResponse(prior, status_code=200)
+
+        done = replay()
+        if done is not None:
+            return done
         c = store.case(case_id)
         if c is None:
             raise Fail(404, "not found")
         sug = store.latest_suggestion(case_id)
         items, claim = final_claim([i.model_dump(exclude_none=True) for i in body.items], sug, settings.rules)
-        claim = settings.rules.claim(body.final_claim if body.final_claim is not None else claim)
+        claim = settings.rules.claim(claim)
+        if body.final_claim is not None:  # the coder's own wording: same codes as the items, valid schema
+            claim = settings.rules.matching_claim(body.final_claim, claim)
         try:
             d = store.add_decision(case_id, user["id"], items, claim, suggestion_id=sug["id"] if sug else None,
                                    amends_id=body.amends, model=sug["model"] if sug else engine.model_id,
                                    bundle_digest=sug["bundle_digest"] if sug else engine.bundle_digest,
-                                   client_key=key)
+                                   client_key=key, request_sha256=digest if key else None,
+                                   lease_s=settings.lease_s)
         except DecisionConflict as e:
             raise Fail(409, str(e), "amends") from None
+        except LeaseHeld as e:
+            raise Fail(409, str(e), "case") from None
+        except store.IntegrityError:  # the same key stored by a concurrent request meanwhile
+            done = replay()
+            if done is not None:
+                return done
+            raise Fail(409, "conflicting decision", "amends") from None
         notes.pop(case_id, None)
         metrics.decided(agreement(sug["claim"] if sug else None, claim))
         return JSONResponse(d, status_code=201)
@@ -403,41 +547,24 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         return {"cases": rows, "agreement": report}
 
     def validate_batch(raw: bytes):
-        """Validate a JSONL batch with opclaim.ingest (the rules of `opclaim data validate`).
-        `claim` is optional here: a missing one is validated as a placeholder and dropped."""
+        """Validate a JSONL batch with opclaim.ingest, the reader of `opclaim data validate` (bytes as
+        sent: no line is decoded or re-encoded here, so no line can fail the batch). `claim` is
+        optional here (a case without a reference claim); one that is given is validated in full."""
         from opclaim import ingest
 
-        lines, no_claim = raw.split(b"\n"), set()
-        for n, line in enumerate(lines, 1):
-            try:
-                rec = json.loads(line) if line.strip() else None
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(rec, dict) and not rec.get("claim") and not any(
-                    k in rec for k in ("icd10", "cpt", "icd10_codes", "cpt_codes")):
-                rec["claim"] = {"icd10": ["Z00.00"]}  # placeholder, removed below
-                no_claim.add(n)
-                lines[n - 1] = json.dumps(rec, ensure_ascii=False).encode()
         with tempfile.TemporaryDirectory(prefix="opclaim-batch-") as d:
             p = Path(d) / "batch.jsonl"
             p.touch(mode=0o600)
-            p.write_bytes(b"\n".join(lines))
-            report = ingest.validate(p)
+            p.write_bytes(raw)
+            try:
+                report = ingest.validate(p, require_claim=False)
+            except InputError as e:  # the batch as a whole: no records
+                raise Fail(422, e.reason, "body") from None
             rows = ingest.reject_rows(report)
         rejected = [{"line": r["line"], "field": r["field"], "defect": r["defect"], "reason": r["reason"],
                      "id": r["id"]} for r in rows if r["action"] == "rejected"]
         flagged = [{"line": r["line"], "field": r["field"], "defect": r["defect"], "reason": r["reason"],
                     "id": r["id"]} for r in rows if r["action"] == "flagged"]
-        placeholder_ids = set()
-        for n in no_claim:
-            try:
-                rid = json.loads(lines[n - 1]).get("id")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-            placeholder_ids.add(str(rid))
-        for case in report.kept:
-            if case.id in placeholder_ids:
-                case.claim = None
         return report.kept, rejected, flagged
 
     # ------------------------------------------------------------ the coder page
@@ -456,11 +583,18 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         return s
 
     def same_origin(request) -> bool:
+        """Sec-Fetch-Site same-origin/none (or absent), and an Origin, when sent, equal to ours in
+        scheme, host and port (`null`, another scheme or port: refused)."""
         site = request.headers.get("sec-fetch-site")  # what the browser says about the initiator
         if site is not None and site not in ("same-origin", "none"):
             return False
         origin = request.headers.get("origin")
-        return origin in (None, "null") or origin.split("://", 1)[-1] == request.headers.get("host")
+        if origin is None:
+            return True
+        ours = settings.public_origin or (
+            f"{'https' if settings.cookie_secure else request.url.scheme}://{request.headers.get('host', '')}")
+        theirs = _origin(origin)
+        return theirs is not None and theirs == _origin(ours)
 
     @app.get("/", include_in_schema=False)
     def home(request: Request):
@@ -482,15 +616,15 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         n, who = nonce(), client(request)
         if not same_origin(request):
             return html(page.login(n, "request refused"), n, 403)
-        if limiter.blocked(who):
-            return html(page.login(n, "too many failed sign-ins; try later"), n, 429)
-        form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+        form = parse_qs((await request.body())[:MAX_FORM_BYTES].decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
         user = store.user_for_token(token) if token else None
-        if user is None:
-            limiter.fail(who)
-            metrics.login_failures.inc()
-            return html(page.login(n, "sign-in failed"), n, 401)
+        if user is None:  # as the bearer path: counted per address and per token, never against a valid one
+            try:
+                refuse_bad_token(who, "form " + token)
+            except Fail as e:
+                msg = "too many failed sign-ins; try later" if e.status == 429 else "sign-in failed"
+                return html(page.login(n, msg), n, e.status)
         sid = secrets.token_urlsafe(32)
         sessions[_h(sid)] = {"user": user, "csrf": secrets.token_urlsafe(32),
                              "expires": time.time() + settings.session_ttl_s}
@@ -512,11 +646,16 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         r.delete_cookie(SESSION_COOKIE, path="/")
         return r
 
-    @app.get("/next", include_in_schema=False)
-    def next_page(request: Request):
+    @app.post("/next", include_in_schema=False)
+    async def next_page(request: Request):
+        from urllib.parse import parse_qs
+
         s = page_user(request)
         if s is None:
             return RedirectResponse("/", status_code=303)
+        form = parse_qs((await request.body())[:MAX_FORM_BYTES].decode("utf-8", "replace"))
+        if not same_origin(request) or not hmac.compare_digest((form.get("csrf") or [""])[0], s["csrf"]):
+            raise Fail(403, "CSRF token missing or wrong")
         c = store.lease_next(s["user"]["id"], settings.lease_s)
         return RedirectResponse(f"/cases/{c['id']}" if c else "/", status_code=303)
 
@@ -534,6 +673,21 @@ def create_app(store: Store, engine, batcher, settings: Settings | None = None):
         return html(page.case(n, s["csrf"], s["user"]["name"], c, note, sug, store.decisions(case_id)), n)
 
     return app
+
+
+def _origin(url: str):
+    """(scheme, host, port) of an origin, default ports filled in; None for `null` or anything else."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password or u.path not in ("", "/") \
+            or u.query or u.fragment:
+        return None
+    return (u.scheme, u.hostname.lower(), port or {"http": 80, "https": 443}[u.scheme])
 
 
 def _h(s: str) -> str:

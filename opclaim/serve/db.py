@@ -34,9 +34,17 @@ _DIALECTS = {
         f"""CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
            BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END""",
         f"""CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+           BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END"""],
+        # REPLACE (INSERT OR REPLACE, REPLACE INTO, an UPSERT's conflict) deletes the old row without
+        # firing the delete trigger (recursive_triggers is off by default): refuse an insert that
+        # would collide with a stored row on any unique column, before the conflict is resolved.
+        "no_replace": [
+        f"""CREATE TRIGGER decisions_no_replace BEFORE INSERT ON decisions
+           WHEN EXISTS (SELECT 1 FROM decisions WHERE id = NEW.id OR amends_id = NEW.amends_id
+                        OR client_key = NEW.client_key)
            BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END"""]},
     "postgresql": {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "ref": "BIGINT",
-                   "real": "DOUBLE PRECISION", "append_only": [
+                   "real": "DOUBLE PRECISION", "no_replace": [], "append_only": [
         f"""CREATE FUNCTION opclaim_append_only() RETURNS trigger LANGUAGE plpgsql AS
            $$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$""",
         """CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
@@ -100,6 +108,10 @@ def migrations(dialect: str = "sqlite") -> list[list[str]]:
             "CREATE INDEX suggestions_case ON suggestions (case_id, id)",
             "CREATE INDEX decisions_case ON decisions (case_id, id)",
             *d["append_only"],  # the audit trail cannot be rewritten through this database
+        ],
+        [  # 2: no REPLACE hole in the append-only rule; the request hash of an idempotent decision
+            *d["no_replace"],
+            "ALTER TABLE decisions ADD COLUMN request_sha256 TEXT",
         ],
     ]
 
@@ -193,6 +205,15 @@ class _PgRow(dict):
 
 class DecisionConflict(Exception):
     """The decision does not extend the case's chain (decide twice, or amend a stale row)."""
+
+
+class LeaseHeld(Exception):
+    """Another user holds the case under a live lease (from `POST /v1/cases/next`)."""
+
+
+def _cutoff(lease_s: int) -> str:
+    """Leases taken before this time have lapsed."""
+    return (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=lease_s)).isoformat(timespec="milliseconds")
 
 
 class Store:
@@ -340,10 +361,9 @@ class Store:
 
     def lease_next(self, user_id: int, lease_s: int = 900) -> dict | None:
         """The oldest undecided case nobody else holds (a lease lapses after lease_s)."""
-        cutoff = (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=lease_s)).isoformat(timespec="milliseconds")
         with self._tx() as c:
             row = c.execute("SELECT * FROM cases WHERE status <> 'decided' AND (leased_by IS NULL OR leased_by = ? "
-                            "OR leased_at < ?) ORDER BY id LIMIT 1", (user_id, cutoff)).fetchone()
+                            "OR leased_at < ?) ORDER BY id LIMIT 1", (user_id, _cutoff(lease_s))).fetchone()
             if row is None:
                 return None
             c.execute("UPDATE cases SET leased_by = ?, leased_at = ? WHERE id = ?", (user_id, now(), row["id"]))
@@ -371,14 +391,27 @@ class Store:
 
     # ------------------------------------------------------------ decisions
     def decision_by_key(self, client_key: str) -> dict | None:
-        rows = self.query("SELECT * FROM decisions WHERE client_key = ?", (client_key,))
-        return _decision_dict(rows[0]) if rows else None
+        """The decision stored under an idempotency key, with its user name and request hash."""
+        rows = self.query("SELECT d.*, u.name AS user_name FROM decisions d JOIN users u ON u.id = d.user_id "
+                          "WHERE d.client_key = ?", (client_key,))
+        if not rows:
+            return None
+        d = _decision_dict(rows[0])
+        d["request_sha256"] = rows[0]["request_sha256"]
+        return d
 
     def add_decision(self, case_id: int, user_id: int, items: list, final_claim: dict, *, suggestion_id=None,
-                     amends_id=None, model=None, bundle_digest=None, client_key=None) -> dict:
+                     amends_id=None, model=None, bundle_digest=None, client_key=None, request_sha256=None,
+                     lease_s: int | None = None) -> dict:
         """Append a decision. The first decision of a case has amends_id None; every later one
-        must amend the case's latest decision (else DecisionConflict)."""
+        must amend the case's latest decision (else DecisionConflict). With lease_s, a case another
+        user holds under a live lease is refused (LeaseHeld)."""
         with self._tx() as c:
+            if lease_s is not None:
+                row = c.execute("SELECT leased_by, leased_at FROM cases WHERE id = ?", (case_id,)).fetchone()
+                if row is not None and row["leased_by"] is not None and row["leased_by"] != user_id \
+                        and row["leased_at"] >= _cutoff(lease_s):
+                    raise LeaseHeld("another coder holds this case; wait for the lease to lapse")
             last = c.execute("SELECT id FROM decisions WHERE case_id = ? ORDER BY id DESC LIMIT 1",
                              (case_id,)).fetchone()
             want = last["id"] if last else None
@@ -386,10 +419,10 @@ class Store:
                 raise DecisionConflict("already decided: amend the latest decision" if want is not None and
                                        amends_id is None else "amends must name the case's latest decision")
             cur = c.execute("INSERT INTO decisions (case_id, suggestion_id, amends_id, user_id, items, final_claim, "
-                            "model, bundle_digest, client_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                            "RETURNING id",
+                            "model, bundle_digest, client_key, request_sha256, created_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                             (case_id, suggestion_id, amends_id, user_id, json.dumps(items), json.dumps(final_claim),
-                             model, bundle_digest, client_key, now()))
+                             model, bundle_digest, client_key, request_sha256, now()))
             did = cur.fetchall()[0]["id"]
             c.execute("UPDATE cases SET status = 'decided', leased_by = NULL WHERE id = ?", (case_id,))
         return self.decision(did)

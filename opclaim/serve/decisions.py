@@ -7,6 +7,10 @@ from opclaim.errors import CodeFormatError, InputError
 
 ACTIONS = ("accept", "reject", "edit", "add")
 SYSTEMS = ("icd10", "cpt")
+PROVIDER_ROLES = ("surgeon", "assistant", "co-surgeon")  # what a coder's final_claim may name
+_KEYS = {"claim": ("icd10", "providers"), "provider": ("name", "role", "lines"),
+         "line": ("cpt", "modifiers", "description")}
+MAX_TEXT = 200  # a provider name or a line description in a final_claim
 
 
 class CodeRules:
@@ -57,6 +61,7 @@ class CodeRules:
     def claim(self, claim: dict, where: str = "final_claim") -> dict:
         from opclaim.claim import Claim
 
+        _known_keys(claim, where)
         c = Claim.from_dict(claim, where=where)  # shape and formats (field paths in errors)
         for i, code in enumerate(c.icd10):
             self.icd(code, f"{where}.icd10[{i}]")
@@ -65,6 +70,46 @@ class CodeRules:
                 self.cpt(ln.cpt, f"{where}.providers[{pi}].lines[{li}].cpt")
                 self.mods(ln.modifiers, f"{where}.providers[{pi}].lines[{li}].modifiers")
         return c.to_dict()
+
+    def matching_claim(self, claim, items_claim: dict, where: str = "final_claim") -> dict:
+        """A coder's final_claim, validated (schema, known keys, provider roles, code lists) and
+        required to bill exactly what the decision items add up to: the same ICD-10-CM codes and
+        the same CPT lines with their modifiers (names, roles and descriptions are the coder's)."""
+        out = self.claim(claim, where)
+        for pi, p in enumerate(out["providers"]):
+            if p["role"] not in PROVIDER_ROLES:
+                raise InputError(f"unknown role; allowed: {', '.join(PROVIDER_ROLES)}",
+                                 field=f"{where}.providers[{pi}].role")
+            if len(p["name"]) > MAX_TEXT:
+                raise InputError(f"at most {MAX_TEXT} characters", field=f"{where}.providers[{pi}].name")
+            for li, ln in enumerate(p["lines"]):
+                if len(ln["description"]) > MAX_TEXT:
+                    raise InputError(f"at most {MAX_TEXT} characters",
+                                     field=f"{where}.providers[{pi}].lines[{li}].description")
+        if set(out["icd10"]) != set(items_claim["icd10"]):
+            raise InputError("ICD-10-CM codes differ from the decision items", field=f"{where}.icd10")
+        if _lines(out) != _lines(items_claim):
+            raise InputError("CPT lines or modifiers differ from the decision items", field=f"{where}.providers")
+        return out
+
+
+def _lines(claim: dict) -> list:
+    return sorted((ln["cpt"], tuple(sorted(ln["modifiers"]))) for p in claim["providers"] for ln in p["lines"])
+
+
+def _known_keys(claim, where: str) -> None:
+    """Keys the claim schema does not know are refused (Claim.from_dict alone would drop them)."""
+    def check(d, kind, w):
+        if isinstance(d, dict):
+            extra = [k for k in d if k not in _KEYS[kind]]
+            if extra:
+                raise InputError(f"unknown key(s); allowed: {', '.join(_KEYS[kind])}", field=w)
+    check(claim, "claim", where)
+    for pi, p in enumerate(claim.get("providers") or [] if isinstance(claim, dict) else []):
+        check(p, "provider", f"{where}.providers[{pi}]")
+        for li, ln in enumerate((p.get("lines") or []) if isinstance(p, dict) and isinstance(p.get("lines"), list)
+                                else []):
+            check(ln, "line", f"{where}.providers[{pi}].lines[{li}]")
 
 
 def final_claim(items: list[dict], suggestion: dict | None, rules: CodeRules) -> tuple[list[dict], dict]:

@@ -118,7 +118,9 @@ def queue(nonce: str, csrf: str, user: str, cases: list[dict]) -> str:
     rows = "".join(
         f'<tr><td><a href="/cases/{int(c["id"])}">{escape(c["external_id"])}</a></td><td>{escape(c["service"] or "")}</td>'
         f'<td>{escape(c["date"] or "")}</td><td>{escape(c["status"])}</td></tr>' for c in cases)
-    body = (f'<h1>Queue ({len(cases)} open)</h1><p><a href="/next" id="next">open the next case</a></p>'
+    body = (f'<h1>Queue ({len(cases)} open)</h1><form method="post" action="/next">'
+            f'<input type="hidden" name="csrf" value="{escape(csrf)}"><button type="submit" id="next">'
+            'open the next case</button></form>'
             f'<table><thead><tr><th>case</th><th>service</th><th>date</th><th>status</th></tr></thead>'
             f'<tbody id="queue">{rows}</tbody></table>')
     return _layout("opclaim: queue", body, nonce, csrf=csrf, user=user)
