@@ -11,14 +11,14 @@ DEB_PACKAGES := slurm-wlm munge wordnet-base wordnet-sense-index chromium postgr
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench lint mutate clean
+.PHONY: setup setup-gpu constraints demo test bench lint mutate clean
 
 setup: $(VENV)/.opclaim-python $(VENV)/.opclaim-system
 
-$(VENV)/.opclaim-python: setup.cfg pyproject.toml
+$(VENV)/.opclaim-python: setup.cfg setup.py pyproject.toml constraints.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q $(TORCH_SPEC)
-	$(VPY) -m pip install -q -e '.[dev,serve,postgres]'
+	$(VPY) -m pip install -q -c constraints.txt -e '.[dev,serve,postgres]'
 	touch $@
 
 # Debian packages (as root) and the nltk WordNet folder inside .venv.
@@ -32,6 +32,15 @@ $(VENV)/.opclaim-system: $(VENV)/.opclaim-python
 	else echo "not root: install $(DEB_PACKAGES) yourself for METEOR, SLURM, browser and PostgreSQL tests"; fi
 	$(VPY) -m opclaim.wordnet --out $(VENV)/nltk_data
 	touch $@
+
+# Flash Attention 2 on a CUDA machine: flash-attn compiles against the torch in .venv, which pip's
+# isolated build environment cannot see, hence --no-build-isolation (setup.cfg [gpu]).
+setup-gpu: setup
+	$(VPY) -m pip install -q -c constraints.txt --no-build-isolation -e '.[gpu]'
+
+# constraints.txt from this venv, after an upgrade that passed `make test` (tools/constraints.py).
+constraints: setup
+	$(VPY) tools/constraints.py --out constraints.txt
 
 demo: setup
 	$(VPY) -m opclaim.demo --config demo.yaml
