@@ -77,7 +77,7 @@ bench: setup
 	test -f $(BENCH_MODEL)/config.json || $(VPY) -m opclaim models pull smollm2-135m --out $(BENCH_MODEL)
 	$(VPY) -m bench
 
-# Mutation testing (slow, not in CI): mutants of a core module against its tests; report in docs/mutation.md.
+# Mutation testing (slow, not in CI): mutants of a core module against its tests; report in docs/records/mutation.md.
 mutate: setup
 	$(VPY) -c "import mutmut" 2>/dev/null || $(VPY) -m pip install -q 'mutmut>=3.8,<4'
 	$(VPY) tools/mutate.py $(if $(MODULE),$(MODULE),--core) --jobs 2

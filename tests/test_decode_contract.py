@@ -1,7 +1,7 @@
 """infer.decode, detail by detail, on a tiny random Llama built in the test (no download, seconds):
 the KV buffer's growth, which models the loop supports, the shared prefix, rows after their stop
 token, the length of what greedy returns, and chosen_probs. Cases found by mutation testing
-(docs/mutation.md); the equivalence with generate() on real prompts is test_infer_decode.py."""
+(docs/records/mutation.md); the equivalence with generate() on real prompts is test_infer_decode.py."""
 
 from types import SimpleNamespace
 

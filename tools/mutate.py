@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = {".git", ".venv", "runs", "mutants", ".mutmut-lib", "__pycache__", ".pytest_cache", ".ruff_cache",
         ".hypothesis", "node_modules"}
 
-# The core modules and the test files run against their mutants (docs/mutation.md has the scores).
+# The core modules and the test files run against their mutants (docs/records/mutation.md has the scores).
 # pytest options go in as `--tests=-m` style items; "-m", "not slow" leaves out the full-ICD compile.
 CORE = {
     "eval/metrics.py": ["tests/test_metrics.py", "tests/test_metrics_contract.py"],
