@@ -163,7 +163,7 @@ def test_verified_bundle_loads_and_generates(good_bundle, keys):
 
 # ---------------------------------------------------------------- adapters and model cards
 RUN_RECORD = {
-    "prompt_format": "phi3", "base_model": "/models/tiny-phi3", "global_step": 6, "world_size": 2,
+    "schema": "opclaim.train-run/3", "prompt_format": "phi3", "load_in_4bit": True, "base_model": "/models/tiny-phi3", "global_step": 6, "world_size": 2,
     "final_train_loss": 7.4, "final_val_loss": 7.3,
     "data": {"train": {"cases": 13, "services": {"Urology": 9, "Orthopedics": 4},
                        "date_range": ["2021-01-10", "2021-09-18"],

@@ -25,7 +25,7 @@ def adapter(tiny_phi3_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter")
     model = get_peft_model(load_model(tiny_phi3_dir), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     model.save_pretrained(out)
-    (out / "opclaim_run.json").write_text(json.dumps({"prompt_format": "phi3"}))
+    (out / "opclaim_run.json").write_text(json.dumps({"schema": "opclaim.train-run/3", "prompt_format": "phi3", "load_in_4bit": False}))
     return out
 
 
