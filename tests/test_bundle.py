@@ -36,6 +36,7 @@ def test_keygen_private_key_is_owner_only_and_never_overwritten(keys):
         bundle.keygen(priv.parent)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_good_bundle_verifies_and_carries_only_needed_files(good_bundle, keys, tiny_phi3_dir):
     manifest = bundle.verify(good_bundle, keys[1])
     names = {p.split("/", 1)[1] for p in manifest["files"]}
@@ -129,6 +130,7 @@ def test_verify_if_bundle_needs_a_key_and_resolves_model(good_bundle, keys, tiny
         bundle.verify_if_bundle(tiny_phi3_dir, keys[1])
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_offline_round_trip_and_exit_codes(tiny_phi3_dir, tmp_path, cli_env):
     """keygen/create/verify through the CLI inside a network namespace with no interfaces."""
     exe = opclaim_exe()

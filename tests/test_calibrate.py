@@ -90,6 +90,7 @@ def test_route_flags_codes_and_cases():
     assert r["b"]["codes"]["cpt"] == {"47562": "review"}  # no score: a coder looks
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_calibrate_then_route_cli(tmp_path, capsys):
     from eval.calibrate import Calibration
     from opclaim import artifacts
@@ -134,6 +135,7 @@ def test_calibrate_then_route_cli(tmp_path, capsys):
     assert "fitted on 300 of these cases" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_eval_applies_calibration_and_writes_routing(tmp_path, capsys):
     """`opclaim eval --calibration`: thresholds from validation (cal.json) applied to test, routing
     per configuration and system in metrics.json; a configuration without confidence gets none."""

@@ -67,6 +67,7 @@ def _independent(loaded, grammar, prompt: str, new: list[int]):
     return out
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @pytest.mark.parametrize("decoder", ["loop", "generate"])
 def test_code_score_is_the_product_of_its_token_probabilities(loaded, grammar, decoder):
     from eval import confidence

@@ -102,6 +102,7 @@ def test_unconstrained_nudged_model_fabricates_cpt(setup, capsys):
     assert metrics["cpt"]["fabricated"] > 0
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_constrained_cpt_is_never_fabricated(setup, tmp_path, capsys):
     """The grammar built from --icd-ref/--cpt-ref as `opclaim infer --constrain` builds it: the
     fabricated code cannot be written, a listed one is, and eval counts 0.0 fabricated CPT."""

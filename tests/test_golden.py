@@ -100,6 +100,7 @@ def report():
     return golden.check(GOLDEN)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @needs_golden
 def test_golden_set_validates_with_the_repo_validator(report):
     assert report["invalid"] == []

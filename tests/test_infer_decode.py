@@ -50,6 +50,7 @@ def test_loop_equals_generate_and_one_at_a_time_with_early_stops(loaded, monkeyp
     assert len({len(t) for t in loop}) > 2
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_loop_with_grammar_equals_generate(loaded, tmp_path):
     from infer import constrain, engines
     from opclaim.codes import MODIFIERS
@@ -77,6 +78,7 @@ def test_sliding_window_models_fall_back_to_generate():
     assert decode.supported(Holder())
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_decoder_flag(tiny_phi3_dir, tmp_path):
     """`--decoder generate` (HF generate) and the default loop write the same predictions."""
     import json

@@ -87,6 +87,7 @@ def card(runs):
     return path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_card_has_no_absolute_paths(card, runs):
     assert str(runs["root"]) not in card
     assert not ABS_PATH.search(card), ABS_PATH.search(card).group(0)

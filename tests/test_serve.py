@@ -43,6 +43,7 @@ def H(srv, who="coder"):
     return {"Authorization": f"Bearer {srv.tokens[who]}"}
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_db_file_is_owner_only_and_versioned(srv):
     assert srv.db.stat().st_mode & 0o777 == 0o600
     con = sqlite3.connect(srv.db)
@@ -294,6 +295,7 @@ def test_metrics_count_without_note_text(srv):
     assert CANARY not in m and "PWNED" not in m
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_failed_logins_are_rate_limited(srv):
     import time
 
@@ -314,6 +316,7 @@ def test_zz_no_note_text_in_the_server_log(srv):
         assert t not in log
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_tampered_bundle_is_refused_at_start_up(signed, keys, tmp_path):
     import shutil
 
