@@ -115,6 +115,7 @@ def test_eval_single_file(data, capsys):
     assert "finetuned: 40 cases" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_eval_several_configs_and_gold_sets(data):
     d, _, _ = data
     out = d / "compare"

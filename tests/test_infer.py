@@ -53,6 +53,7 @@ def _run(loaded, cases, out, batch_size, **kw):
                         max_new_tokens=16, progress=False, **kw)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_batched_equals_sequential(loaded, tmp_path):
     cases = make_cases(7)
     _run(loaded, cases, tmp_path / "seq.jsonl", 1)
@@ -80,6 +81,7 @@ def test_padding_aware_repetition_penalty_ignores_pads():
     assert ours[0, 0] == scores[0, 0]  # the pad id is not penalised
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_resume_after_kill_skips_done_ids(loaded, tmp_path):
     from infer import output
 

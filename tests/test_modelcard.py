@@ -96,6 +96,7 @@ def test_card_has_no_absolute_paths(card, runs):
     assert str(runs["root"]) not in config and "…/adapter" in config  # paths reduced to their last part
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_card_carries_the_hashes_of_what_the_model_is(card, runs):
     assert _sha(runs["base"] / "model.safetensors") in card
     assert _sha(runs["adapter"] / "adapter_model.safetensors") in card

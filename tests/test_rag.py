@@ -15,6 +15,8 @@ from opclaim.claim import Case, Claim, render_target
 from opclaim.cli import main as cli_main
 from opclaim.errors import InputError
 
+pytestmark = pytest.mark.slow  # real MiniLM embeddings and a FAISS index built per module: outside the make test-fast tier
+
 # ---------------------------------------------------------------- a small corpus
 # Four procedure families with their own wording and codes, so neighbours are meaningful.
 FAMILIES = [

@@ -25,6 +25,7 @@ def test_tiny_phi3_loads_and_generates(tiny_phi3_dir, tiny_tokenizer):
     assert end in model.generation_config.eos_token_id
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_tiny_phi3_is_deterministic(tmp_path):
     a = registry.build_tiny_phi3(tmp_path / "a", seed=3)
     b = registry.build_tiny_phi3(tmp_path / "b", seed=3)

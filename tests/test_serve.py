@@ -11,14 +11,11 @@ import pytest
 from opclaim import bundle
 from tests.serve_helpers import CANARY, Server, add_user, free_port, run_serve, seed_case
 
+pytestmark = pytest.mark.slow  # a real server in a subprocess per module: outside the make test-fast tier
+
 CLAIM = {"icd10": ["K80.20", "K81.0"], "providers": [
     {"name": "Dr. A. Surgeon", "lines": [{"cpt": "47562", "modifiers": ["80"]}]}]}
 EVIL = f"<script>document.title='PWNED'</script><img src=x onerror=alert(1)> {CANARY}"
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return bundle.keygen(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,7 @@ def test_mixed_mode_gives_both_forms(index, tiny_tokenizer):
                                       ({"rag_distractor_share": 1.5}, "rag_distractor_share"),
                                       ({"rag_distractors": "nearest"}, "rag_distractors"),
                                       ({"mode": "retrieval"}, "prompt_mode")])
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_bad_rag_settings_are_refused(index, tiny_tokenizer, kw, field):
     from opclaim.errors import InputError
 

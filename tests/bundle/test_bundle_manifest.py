@@ -12,11 +12,6 @@ from opclaim.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return bundle.keygen(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
 def messy(tiny_phi3_dir, tmp_path_factory):
     """The tiny model folder plus what a training run leaves beside it."""
     src = tmp_path_factory.mktemp("messy") / "model"

@@ -13,7 +13,7 @@ from opclaim import ingest
 from opclaim.io import read_cases
 from tests.conftest import opclaim_exe
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 SECRET = "SECRET-NOTE-TEXT"  # every fixture note carries this marker
 
 # file -> [(line, field, defect, action)]

@@ -12,11 +12,6 @@ from tests.conftest import opclaim_exe
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return bundle.keygen(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
 def good_bundle(tiny_phi3_dir, keys, tmp_path_factory):
     return bundle.create(tiny_phi3_dir, keys[0], tmp_path_factory.mktemp("b") / "bundle")
 
@@ -47,6 +42,7 @@ def test_good_bundle_verifies_and_carries_only_needed_files(good_bundle, keys, t
     assert (good_bundle / bundle.SIGNATURE).is_file()
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_flipped_byte_is_refused(copy_of, keys):
     w = copy_of / "model" / "model.safetensors"
     data = bytearray(w.read_bytes())
@@ -261,6 +257,7 @@ def test_native_auto_map_is_accepted(tiny_phi3_dir, keys, tmp_path):
     assert "model/modeling_phi3.py" not in manifest["files"]  # Python files never travel
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_good_bundle_round_trips_into_opclaim_infer(tiny_phi3_dir, adapter_dir, keys, tmp_path, cli_env):
     """Create -> verify (CLI, no network) -> `opclaim infer` straight from the bundle's folders."""
     from opclaim.io import write_cases

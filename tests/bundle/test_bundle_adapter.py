@@ -62,6 +62,7 @@ def _infer(world, adapter_dir, out, env):
     ("B", "signature does not verify"),
     ("plain", "not a signed bundle"),
 ])
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_infer_refuses_an_adapter_that_is_not_verified_by_the_key(world, which, reason, tmp_path, cli_env):
     adapter_dir = world[which] / "adapter" if which != "plain" else world[which]
     out = tmp_path / "preds.jsonl"
@@ -71,6 +72,7 @@ def test_infer_refuses_an_adapter_that_is_not_verified_by_the_key(world, which, 
     assert not out.exists() and not list(tmp_path.iterdir())  # nothing loaded, nothing written
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_merge_verifies_a_bundle_and_merges_it(world, tmp_path, cli_env):
     """`opclaim merge` straight from a bundle: refused without a key or with a tampered adapter;
     with the key it writes a plain model folder that `opclaim infer` then runs without a key."""

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from transformers import TrainerControl, TrainerState
 
 from opclaim.errors import InputError
-from tests.test_checkpoint import _ckpt
+from tests.checkpoint.test_checkpoint import _ckpt
 from train import checkpoint as ck
 
 
