@@ -51,14 +51,6 @@ def numpy_topk(corpus: np.ndarray, queries: np.ndarray, k: int, block: int = 256
     return np.vstack(dist_all), np.vstack(idx_all)
 
 
-def faiss_topk(corpus, queries, k):
-    import faiss
-
-    index = faiss.IndexFlatL2(corpus.shape[1])
-    index.add(corpus)
-    return index.search(queries, k)
-
-
 def st_topk(corpus, queries, k):
     import torch
     from sentence_transformers import util

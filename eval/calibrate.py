@@ -6,7 +6,7 @@ Isotonic regression (scikit-learn) is the default; Platt scaling (logistic on th
 score) is the alternative for small validation sets. The fitted map is stored as points
 (x, y) and applied by linear interpolation, so applying it needs no scikit-learn and stays
 monotone. The calibration file records which cases it was fitted on (each id's digest): applying
-it to any of them is refused (eval/routing.py), so test numbers never use a map fitted on test.
+it to any of them is refused (eval/auto_review.py), so test numbers never use a map fitted on test.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ N_BINS = 10
 @dataclass
 class Calibration(Artifact):
     """cal.json: per system the fitted points, ECE before/after on validation, the routing
-    threshold (eval/routing.py) and the validation ids' digests."""
+    threshold (eval/auto_review.py) and the validation ids' digests."""
 
     KIND: ClassVar[str] = "calibration"
     VERSION: ClassVar[int] = 1

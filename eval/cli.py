@@ -82,7 +82,7 @@ def _split_label(value: str) -> tuple[str | None, Path]:
 
 
 def main(args) -> int:
-    from eval import evidence, headline, metrics, report, routed, subgroups, worklist
+    from eval import apply_calibration, evidence, headline, metrics, report, subgroups, worklist
     from opclaim.artifacts import EvalMetrics
     from opclaim.io import atomic_write, read_cases
 
@@ -92,10 +92,10 @@ def main(args) -> int:
         raise InputError("must be >= 0", field="--gpu-hour-cost")
     if not 0.0 < args.target_precision < 1.0:
         raise InputError("must be between 0 and 1", field="--target-precision")
-    cals = routed.load_calibrations(args.calibration, args.target_precision, _split_label)
+    cals = apply_calibration.load_calibrations(args.calibration, args.target_precision, _split_label)
     train_counts = None
     if args.train:
-        from eval.routing import train_code_counts
+        from eval.auto_review import train_code_counts
 
         train_counts = train_code_counts(read_cases(args.train))
     # -- gold sets
@@ -123,7 +123,7 @@ def main(args) -> int:
                                  field="--predictions")
             seen.add((gname, config))
             staged.append((gname, config, preds))
-    routed.check_labels(cals, seen)
+    apply_calibration.check_labels(cals, seen)
     refs = metrics.load_references([c for cs in golds.values() for c in cs], args.icd_ref, args.cpt_ref)
 
     out: Path = args.out
@@ -134,9 +134,9 @@ def main(args) -> int:
                             gpu_hour_cost=args.gpu_hour_cost, workers=args.workers)
     for r in runs:
         r.block["subgroups"] = subgroups.breakdown(r.cases, r.scores, n_boot=args.bootstrap, seed=args.seed)
-        chosen = routed.pick(cals, r)
+        chosen = apply_calibration.pick(cals, r)
         if chosen:
-            routed.apply(r, *chosen, train_counts=train_counts, train_name=args.train.name if args.train else None,
+            apply_calibration.apply(r, *chosen, train_counts=train_counts, train_name=args.train.name if args.train else None,
                          n_boot=args.bootstrap, seed=args.seed)
         if args.evidence != "none":
             r.evidence = evidence.for_run(r, refs, args.evidence)
@@ -167,7 +167,7 @@ def main(args) -> int:
                                  for k, v in rt["systems"].items()) + "\n")
         elif b.get("routing_skipped"):
             sys.stderr.write(f"  routing skipped: {b['routing_skipped']}\n")
-        elif routed.pick(cals, r):
+        elif apply_calibration.pick(cals, r):
             sys.stderr.write("  no routing: these predictions carry no per-code confidence\n")
         for f in b["subgroups"]["flags"]:
             sys.stderr.write(f"  subgroup flag: {f['dimension']}={f['group']} (n={f['n_cases']}) {f['component']} "

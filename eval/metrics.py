@@ -292,7 +292,7 @@ class Run:
     boot: dict
     confidence: list = field(default_factory=list)  # per case: the prediction's `confidence` or None
     scored: dict | None = None    # eval --calibration: id -> system -> code -> {"score", "correct"}
-    routes: dict | None = None    # eval --calibration: eval.routing.route() of `scored`
+    routes: dict | None = None    # eval --calibration: eval.auto_review.route() of `scored`
     evidence: list | None = None  # per case: eval.evidence.find() of the predicted codes
 
 

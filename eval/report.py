@@ -98,7 +98,7 @@ SYSTEM_TITLES = {"icd10": "ICD-10-CM", "cpt": "CPT", "modifiers": "Modifiers"}
 
 def routing_view(runs: list[Run]) -> list[dict]:
     """Per gold set with routed configurations: the numbers table and the precision–coverage plot."""
-    from eval.routing import curve_figure
+    from eval.auto_review import curve_figure
 
     out = []
     for gold, gruns in by_gold(runs).items():

@@ -3,9 +3,8 @@
 Every JSON sidecar carries `"schema": "opclaim.<kind>/<version>"`. `save()` is the only writer and
 `load()` the only reader; `load()` refuses (InputError naming file and field) a file of another
 kind, an unknown or newer version, a missing required field or a field of the wrong type. Files
-of the previous layout (no `schema` field) are read through each class's explicit `from_legacy`
-when the old content is enough, and refused with a clear message otherwise. The contract text
-is docs/artifacts.md.
+without a `schema` field are refused with the way out (each class's `NO_SCHEMA_HINT`). The
+contract text is docs/artifacts.md.
 
 Paths of the files that belong to one output (predictions and their sidecars) are here too, so
 no stage builds another stage's file names by hand.
@@ -43,6 +42,7 @@ class Artifact:
     KIND: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
     READS: ClassVar[tuple[int, ...]] = ()  # older versions still read as this one (a superset)
+    NO_SCHEMA_HINT: ClassVar[str] = "re-create it with this version"
     FILE: ClassVar[str | None] = None
     PRIVATE: ClassVar[bool] = False  # 0600 when the file may name cases
 
@@ -73,10 +73,10 @@ class Artifact:
         return cls(**kwargs)
 
     @classmethod
-    def from_legacy(cls, d: dict, path) -> Artifact:
-        """The previous layout (no schema field). Default: refused."""
+    def refuse_unversioned(cls, path):
+        """A file without a schema field (written before schemas existed): refused."""
         raise InputError(f"written by an older opclaim (no '{SCHEMA_FIELD}' field; this version reads "
-                         f"{cls.schema()}); re-create it with this version", file=path, field=SCHEMA_FIELD)
+                         f"{cls.schema()}); {cls.NO_SCHEMA_HINT}", file=path, field=SCHEMA_FIELD)
 
 
 def _plain(v):
@@ -157,7 +157,7 @@ def parse(cls: type[Artifact], d, path=None) -> Artifact:
         raise InputError("not a JSON object", file=path)
     found = parse_schema(d, path)
     if found is None:
-        return cls.from_legacy(d, path)
+        cls.refuse_unversioned(path)
     kind, version = found
     if kind != cls.KIND:
         raise InputError(f"is a {kind} file, not {cls.KIND}", file=path, field=SCHEMA_FIELD)
@@ -245,10 +245,6 @@ class ModelSource(Artifact):
     gguf: str | None = None
     source: str | None = None
 
-    @classmethod
-    def from_legacy(cls, d, path):
-        return cls.from_dict(d, path)  # the previous layout had exactly these keys
-
 
 @dataclass
 class SplitCounts:
@@ -302,18 +298,6 @@ class TrainRun(Artifact):
             d = {**d, "data": {k: _check_type(v, SplitCounts, path, f"data.{k}") for k, v in data.items()}}
         return super().from_dict(d, path)
 
-    @classmethod
-    def from_legacy(cls, d, path):
-        """The previous layout: the same keys, flat, without `schema`; 4-bit under config.model when
-        the top-level fact is missing (the earliest records)."""
-        d = dict(d)
-        if "load_in_4bit" not in d:
-            model = (d.get("config") or {}).get("model") or {}
-            d["load_in_4bit"] = bool(model.get("load_in_4bit", False))
-        if "prompt_format" not in d:
-            raise InputError("training run record without prompt_format", file=path, field="prompt_format")
-        return cls.from_dict(d, path)
-
 
 @dataclass
 class MergeRecord(Artifact):
@@ -330,10 +314,6 @@ class MergeRecord(Artifact):
     prompt_format: str
     untied_lm_head: bool
     eos_token_id: list | int | None = None
-
-    @classmethod
-    def from_legacy(cls, d, path):
-        return cls.from_dict(d, path)  # same keys as the previous layout
 
 
 # ---------------------------------------------------------------- inference outputs
@@ -370,18 +350,14 @@ class InferRun(Artifact):
     KIND: ClassVar[str] = "infer-run"
     VERSION: ClassVar[int] = 3  # 3: rows may carry `confidence` (eval/confidence.py)
     READS: ClassVar[tuple[int, ...]] = (2,)  # version 2 rows are version 3 rows without it
+    NO_SCHEMA_HINT: ClassVar[str] = ("it does not record which cases file the outputs belong to, so resuming "
+                                     "into it could mix cases. Start over with --force-new or use another --out")
 
     config: dict
     cases: CasesIdentity
     complete: bool = False
     rows: int = 0
     ranks: int | None = None
-
-    @classmethod
-    def from_legacy(cls, d, path):
-        raise InputError("run record of an older opclaim: it does not record which cases file the outputs "
-                         "belong to, so resuming into it could mix cases. Start over with --force-new or use "
-                         "another --out", file=path, field=SCHEMA_FIELD)
 
 
 @dataclass
@@ -481,14 +457,6 @@ class BundleManifest(Artifact):
             d = {**d, "files": {k: _plain(_check_type(v, BundleFile, path, f"files.{k}")) for k, v in files.items()}}
         return super().from_dict(d, path)
 
-    @classmethod
-    def from_legacy(cls, d, path):
-        """Bundles of the previous layout: `"format": "opclaim-bundle/1"` and the same fields."""
-        if d.get("format") != "opclaim-bundle/1":
-            raise InputError("not an opclaim bundle manifest (no schema, format not opclaim-bundle/1)",
-                             file=path, field="format")
-        return cls.from_dict({k: v for k, v in d.items() if k != "format"}, path)
-
 
 # ---------------------------------------------------------------- RAG index
 @dataclass
@@ -508,14 +476,6 @@ class RagIndexManifest(Artifact):
     files: dict
     embed_seconds: float = 0.0
 
-    @classmethod
-    def from_legacy(cls, d, path):
-        """Indexes of the previous layout: `"format": 1` and the same fields."""
-        if d.get("format") != 1:
-            raise InputError("unsupported manifest format (want schema opclaim.rag-index/2 or format 1)",
-                             file=path, field="format")
-        return cls.from_dict({k: v for k, v in d.items() if k != "format"}, path)
-
 
 # ---------------------------------------------------------------- data split
 @dataclass
@@ -532,10 +492,6 @@ class SplitRecord(Artifact):
     counts: dict
     by_month: dict | list
 
-    @classmethod
-    def from_legacy(cls, d, path):
-        return cls.from_dict(d, path)  # same keys as the previous layout
-
 
 # ---------------------------------------------------------------- evaluation
 @dataclass
@@ -544,7 +500,7 @@ class EvalMetrics(Artifact):
 
     `configs` maps "GOLD/CONFIG" to one metrics block; a one-configuration run also repeats its
     block at the top level (kept as `single`). Version 2: a block may carry `routing` (eval
-    --calibration: eval/routed.py, eval/routing.py) or `routing_skipped` (why not); version 1
+    --calibration: eval/apply_calibration.py, eval/auto_review.py) or `routing_skipped` (why not); version 1
     files are version 2 files without them."""
 
     KIND: ClassVar[str] = "eval"

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "opclaim.commands.bundle",
     "opclaim.commands.serve",
     "opclaim.commands.calibrate",
+    "opclaim.commands.recipes",
 ]
 
 

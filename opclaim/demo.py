@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import opclaim  # noqa: F401  (offline environment)
-from opclaim import artifacts
+from opclaim import artifacts, shipped
 from opclaim.artifacts import DemoStage
 from opclaim.errors import InputError
 from opclaim.io import atomic_write, iter_jsonl, read_yaml
@@ -194,7 +194,7 @@ class Demo:
         over = []
         for k, v in (self.cfg.get("train_overrides") or {}).items():
             over += [f"--{k}", v]
-        recipe = Path(self.cfg["recipe"])
+        recipe = shipped.resolve(self.cfg["recipe"])  # the installed copy when not in the working directory
         if not recipe.is_file():
             raise InputError("recipe not found", file=recipe, field="recipe")
         inputs = {"recipe": str(recipe), "recipe_sha256": artifacts.sha256_file(recipe),
@@ -507,7 +507,7 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", metavar="FILE", help="after the run, put its table.md into FILE's "
                     "demo-table block (how README.md's table is made)")
     args = ap.parse_args(argv)
-    path = Path(args.config)
+    path = shipped.resolve(args.config)
     if not path.is_file():
         raise InputError("demo config not found", file=path)
     cfg = read_yaml(path, "demo config")

@@ -10,7 +10,6 @@ Every load is local-only, trust_remote_code=False, safetensors only.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -232,10 +231,3 @@ def pull(name: str, out: str | Path, **kwargs) -> Path:
     if name == "tiny-phi3":
         return build_tiny_phi3(out, **kwargs)
     raise InputError(f"unknown model {name!r}; known: {', '.join(KNOWN)}", from_command_line=True)
-
-
-def copy_model(src: str | Path, dst: str | Path) -> Path:
-    """Copy a checked model folder (used by bundles and the demo)."""
-    check_model_dir(src)
-    shutil.copytree(src, dst, dirs_exist_ok=True)
-    return Path(dst)

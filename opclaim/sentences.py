@@ -25,11 +25,3 @@ def sentences(note: str) -> list[tuple[int, int]]:
             spans.append((s, e))
         pos = m.end() if m else len(note)
     return spans
-
-
-def snap(note: str, start: int, end: int) -> list[int] | None:
-    """The sentence span that contains [start, end) (the first one it overlaps), or None."""
-    for s, e in sentences(note):
-        if s < end and e > start:
-            return [s, e]
-    return None

@@ -102,3 +102,12 @@ def cli_env():
 
 def opclaim_exe() -> str:
     return shutil.which("opclaim", path=str(VENV_BIN)) or "opclaim"
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    """(private, public) signing key pair from `opclaim bundle keygen`, shared by the bundle and
+    serve tests (read-only: no test changes a key file)."""
+    from opclaim import bundle
+
+    return bundle.keygen(tmp_path_factory.mktemp("keys"))

@@ -1,6 +1,6 @@
 """opclaim/artifacts.py: every schema round-trips through its one writer and one reader, and the
-reader refuses another kind, an unknown or newer version, missing or mistyped fields; files of
-the previous layout are read (where the schema says so) or refused with a clear message."""
+reader refuses another kind, an unknown or newer version, missing or mistyped fields; a file
+without a schema field (an earlier layout) is refused with the way out."""
 
 import json
 
@@ -99,39 +99,22 @@ def test_unreadable_and_absent_files_name_the_file(tmp_path):
     assert A.load_optional(A.MergeRecord, tmp_path) is None
 
 
-# ---------------------------------------------------------------- the previous layout
-def test_legacy_train_run_is_read_explicitly(tmp_path):
-    old = {"prompt_format": "phi3", "base_model": "/m", "load_in_4bit": True, "global_step": 3,
-           "data": {"train": {"cases": 2, "services": {}, "date_range": None}}}
-    (tmp_path / "opclaim_run.json").write_text(json.dumps(old))
-    run = A.load(A.TrainRun, tmp_path)
-    assert run.load_in_4bit is True and run.global_step == 3 and run.data["train"].cases == 2
-    # the earliest records kept 4-bit only under config.model
-    (tmp_path / "opclaim_run.json").write_text(json.dumps(
-        {"prompt_format": "generic", "config": {"model": {"load_in_4bit": True}}}))
-    assert A.load(A.TrainRun, tmp_path).load_in_4bit is True
-    (tmp_path / "opclaim_run.json").write_text(json.dumps({"prompt_format": "phi3", "load_4bit": True}))
-    with pytest.raises(InputError, match="unknown field"):  # the old guess `load_4bit` is not a key
-        A.load(A.TrainRun, tmp_path)
-
-
-def test_legacy_bundle_and_index_manifests_are_read(tmp_path):
-    b = {k: v for k, v in SAMPLES[A.BundleManifest].to_dict().items() if k != "schema"}
-    (tmp_path / "b.json").write_text(json.dumps({"format": "opclaim-bundle/1", **b}))
-    assert A.load(A.BundleManifest, tmp_path / "b.json") == SAMPLES[A.BundleManifest]
-    (tmp_path / "b.json").write_text(json.dumps({"format": "opclaim-bundle/9", **b}))
-    with pytest.raises(InputError, match="not an opclaim bundle manifest"):
-        A.load(A.BundleManifest, tmp_path / "b.json")
-    r = {k: v for k, v in SAMPLES[A.RagIndexManifest].to_dict().items() if k != "schema"}
-    (tmp_path / "r.json").write_text(json.dumps({"format": 1, **r}))
-    assert A.load(A.RagIndexManifest, tmp_path / "r.json") == SAMPLES[A.RagIndexManifest]
-
-
+# ---------------------------------------------------------------- files without a schema
 def test_legacy_infer_run_record_is_refused_with_the_way_out(tmp_path):
     p = tmp_path / "preds.jsonl.run.json"
     p.write_text(json.dumps({"config": {"mode": "base"}, "complete": True, "rows": 3}))
     with pytest.raises(InputError, match="--force-new"):
         A.load(A.InferRun, p)
+
+
+def test_files_without_a_schema_are_refused(tmp_path):
+    """No earlier layout is read: a 0.1 project has none to carry forward."""
+    for cls in (A.TrainRun, A.BundleManifest, A.RagIndexManifest, A.ModelSource):
+        d = {k: v for k, v in SAMPLES[cls].to_dict().items() if k != "schema"}
+        (tmp_path / "x.json").write_text(json.dumps(d))
+        with pytest.raises(InputError, match="written by an older opclaim.*re-create it") as e:
+            A.load(cls, tmp_path / "x.json")
+        assert e.value.field == "schema"
 
 
 def test_eval_metrics_single_configuration_keeps_its_top_level_block(tmp_path):

@@ -1,4 +1,4 @@
-"""Calibration (eval/calibrate.py) and routing (eval/routing.py), through `opclaim calibrate` and
+"""Calibration (eval/calibrate.py) and routing (eval/auto_review.py), through `opclaim calibrate` and
 `opclaim route`: monotone maps fitted on validation only, thresholds chosen on validation and never
 on test, routing flags per code and per case."""
 
@@ -64,32 +64,33 @@ def test_isotonic_and_platt_are_monotone_and_reduce_ece():
 
 
 def test_threshold_meets_the_bound_and_nothing_passes_on_noise():
-    from eval import routing
+    from eval import auto_review
 
     rng = np.random.default_rng(1)
     s = rng.random(2000)
     ok = rng.random(2000) < s  # calibrated scores
-    t = routing.choose_threshold(s, ok, target=0.9)
+    t = auto_review.choose_threshold(s, ok, target=0.9)
     assert t["threshold"] is not None and t["val_lower"] >= 0.9
     assert ok[s >= t["threshold"]].mean() >= 0.9
-    assert routing.choose_threshold(s, rng.random(2000) < 0.5, target=0.95)["threshold"] is None
-    assert routing.clopper_pearson_lower(10, 10) == pytest.approx(0.05 ** (1 / 10))
+    assert auto_review.choose_threshold(s, rng.random(2000) < 0.5, target=0.95)["threshold"] is None
+    assert auto_review.clopper_pearson_lower(10, 10) == pytest.approx(0.05 ** (1 / 10))
 
 
 def test_route_flags_codes_and_cases():
-    from eval import routing
+    from eval import auto_review
 
     scored = {"a": {"icd10": {"K80.20": {"score": 0.99, "correct": True}}, "cpt": {"47562": {"score": 0.97, "correct": True}},
                     "modifiers": {}},
               "b": {"icd10": {"K80.20": {"score": 0.99, "correct": True}, "I10": {"score": 0.4, "correct": False}},
                     "cpt": {"47562": {"score": None, "correct": True}}, "modifiers": {}}}
     th = {"icd10": {"threshold": 0.9}, "cpt": {"threshold": 0.95}, "modifiers": {"threshold": None}}
-    r = routing.route(scored, th)
+    r = auto_review.route(scored, th)
     assert r["a"]["route"] == "auto" and r["b"]["route"] == "review"
     assert r["b"]["codes"]["icd10"] == {"K80.20": "auto", "I10": "review"}
     assert r["b"]["codes"]["cpt"] == {"47562": "review"}  # no score: a coder looks
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_calibrate_then_route_cli(tmp_path, capsys):
     from eval.calibrate import Calibration
     from opclaim import artifacts
@@ -134,6 +135,7 @@ def test_calibrate_then_route_cli(tmp_path, capsys):
     assert "fitted on 300 of these cases" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_eval_applies_calibration_and_writes_routing(tmp_path, capsys):
     """`opclaim eval --calibration`: thresholds from validation (cal.json) applied to test, routing
     per configuration and system in metrics.json; a configuration without confidence gets none."""

@@ -102,6 +102,7 @@ claim_st = st.builds(lambda i, p: {"icd10": i, "providers": p},
                      st.lists(st.sampled_from(ICD), max_size=6, unique=True), st.lists(prov_st, max_size=3))
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @settings(max_examples=150, deadline=None)
 @given(claim_st, st.sampled_from([PHI3_MARKERS, PLAIN_MARKERS]))
 def test_render_parse_round_trip(d, markers):

@@ -42,6 +42,7 @@ def test_exit_codes(argv, code, cli_env):
     assert r.returncode == code, r.stderr
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_internal_failure_exits_1(cli_env, tmp_path):
     # A tiny-phi3 build into a path that is a file: an OS error, not bad user input.
     blocker = tmp_path / "file"
@@ -57,6 +58,7 @@ def test_train_verb_help_names_the_recipe_and_both_spellings(cli_env):
     assert "--config RECIPE" in r.stdout and "--key-name value (or --key_name value)" in r.stdout
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_train_verb_refuses_a_missing_recipe_with_exit_2(cli_env, tmp_path):
     r = subprocess.run([opclaim_exe(), "train", "--config", str(tmp_path / "none.yaml"), "--max-steps", "1"],
                        capture_output=True, text=True, env=cli_env)
@@ -66,6 +68,7 @@ def test_train_verb_refuses_a_missing_recipe_with_exit_2(cli_env, tmp_path):
     assert r.returncode == 2 and "unrecognized arguments" in r.stderr  # passthrough is for train only
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @pytest.mark.parametrize("module", ["train", "infer"])
 def test_module_entry_points_share_the_handler(module, cli_env, tmp_path):
     """`python -m train` / `python -m infer` (what every accelerate rank runs): bad input exits 2

@@ -31,7 +31,7 @@ def loaded(tiny_phi3_dir):
 def grammar(loaded, tmp_path_factory):
     from infer import constrain
     from opclaim.codes import MODIFIERS
-    from tests.test_constrain import COHORT_ICD, CPT
+    from tests.constrain.test_constrain import COHORT_ICD, CPT
 
     lists = constrain.CodeLists(COHORT_ICD, CPT, sorted(MODIFIERS), {})
     return constrain.for_model(loaded, lists, cache=tmp_path_factory.mktemp("grammar"))
@@ -67,6 +67,7 @@ def _independent(loaded, grammar, prompt: str, new: list[int]):
     return out
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @pytest.mark.parametrize("decoder", ["loop", "generate"])
 def test_code_score_is_the_product_of_its_token_probabilities(loaded, grammar, decoder):
     from eval import confidence
@@ -120,6 +121,7 @@ def test_code_spans_on_a_rendered_claim():
     assert code_scores(conf)["cpt"] == {"47562": pytest.approx(0.9 ** 5, rel=1e-5)}
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_infer_rows_carry_confidence_and_old_rows_still_read(tiny_phi3_dir, tmp_path):
     import json
 

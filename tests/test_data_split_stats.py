@@ -57,6 +57,7 @@ def test_split_custom_ratios_and_undated():
         split_cases(cs, ratios=(1, 1))
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_split_writes_private_splits_and_marker(tmp_path, cli_env, cases):
     src = tmp_path / "cases.jsonl"
     write_cases(src, cases[:200])
@@ -76,6 +77,7 @@ def test_cli_split_writes_private_splits_and_marker(tmp_path, cli_env, cases):
     assert bad.returncode == 2 and "--ratios" in bad.stderr
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_stats_plots_html_and_no_note_text(tmp_path, cli_env):
     cs = generate_cases(300, seed=9, style="dictation")
     src = tmp_path / "cases.jsonl"

@@ -115,6 +115,7 @@ def test_eval_single_file(data, capsys):
     assert "finetuned: 40 cases" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_eval_several_configs_and_gold_sets(data):
     d, _, _ = data
     out = d / "compare"
@@ -168,6 +169,7 @@ def test_eval_bad_usage_exit_2(data, capsys, argv_tail, words):
     assert not (out / "metrics.json").exists()
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_eval_malformed_line_exit_2_names_file_and_line(data, tmp_path, cli_env):
     d, test, _ = data
     lines = (d / "ft.jsonl").read_bytes().splitlines(keepends=True)

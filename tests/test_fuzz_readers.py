@@ -305,6 +305,7 @@ def _validate(args, cwd, cli_env):
                           text=True, timeout=180)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_validate_on_all_malformed_records(jsonl, records, tmp_path, cli_env):
     rejects = tmp_path / "rejects.jsonl"
     rejects.write_text("stale from an earlier run\n")

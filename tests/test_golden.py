@@ -100,12 +100,14 @@ def report():
     return golden.check(GOLDEN)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @needs_golden
 def test_golden_set_validates_with_the_repo_validator(report):
     assert report["invalid"] == []
     assert report["cases"] >= 80
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @needs_golden
 def test_golden_icd10_codes_are_billable_in_the_shipped_release(report):
     assert report["not_billable"] == []

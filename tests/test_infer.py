@@ -53,6 +53,7 @@ def _run(loaded, cases, out, batch_size, **kw):
                         max_new_tokens=16, progress=False, **kw)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_batched_equals_sequential(loaded, tmp_path):
     cases = make_cases(7)
     _run(loaded, cases, tmp_path / "seq.jsonl", 1)
@@ -80,6 +81,7 @@ def test_padding_aware_repetition_penalty_ignores_pads():
     assert ours[0, 0] == scores[0, 0]  # the pad id is not penalised
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_resume_after_kill_skips_done_ids(loaded, tmp_path):
     from infer import output
 
@@ -105,6 +107,7 @@ def test_resume_after_kill_skips_done_ids(loaded, tmp_path):
     assert not output.partial(out).exists()
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_over_long_prompt_is_flagged_not_dropped(loaded, tmp_path):
     from infer.output import FLAG_TOO_LONG
 
@@ -117,6 +120,7 @@ def test_over_long_prompt_is_flagged_not_dropped(loaded, tmp_path):
     assert got[0]["output"] and FLAG_TOO_LONG not in got[0].get("flags", [])
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_end_to_end_and_refuses_other_config(tiny_phi3_dir, tmp_path, cli_env, capsys):
     cases_file, out = tmp_path / "cases.jsonl", tmp_path / "preds.jsonl"
     write_cases(cases_file, make_cases(4))
@@ -218,6 +222,7 @@ def test_vllm_engine_unavailable_is_a_clear_error(tiny_phi3_dir, tmp_path, capsy
     assert "--engine vllm needs" in err
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_rag_mode_uses_retrieved_example_claims(loaded, tiny_phi3_dir, tmp_path):
     """Real MiniLM + FAISS index from rag/; each prompt carries the two nearest training claims."""
     from infer.render import build_prompts
@@ -247,6 +252,7 @@ def _infer_cmd(model, cases_file, out, *extra):
             "--out", str(out), "--max-new-tokens", "16", "--no-progress", *extra]
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_other_cases_file_is_refused_unless_force_new(tiny_phi3_dir, tmp_path, capsys):
     from opclaim.cli import main
 
@@ -270,6 +276,7 @@ def test_other_cases_file_is_refused_unless_force_new(tiny_phi3_dir, tmp_path, c
     assert [r["id"] for r in rows(out)] == [c.id for c in make_cases(2)]  # no stale rows kept
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_second_run_on_the_same_out_exits_2_at_once(tiny_phi3_dir, tmp_path, cli_env):
     """Another process holds the output's lock (flock), as a running `opclaim infer` does."""
     import time
@@ -291,6 +298,7 @@ def test_second_run_on_the_same_out_exits_2_at_once(tiny_phi3_dir, tmp_path, cli
     assert res.returncode == 0, res.stderr  # released: the next run goes ahead
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_kill9_mid_run_then_torn_last_line_is_regenerated(tiny_phi3_dir, tmp_path, cli_env, loaded):
     """A real run is SIGKILLed mid-way; its partial file is then given the torn last line a kill
     inside write() leaves. The rerun drops it, regenerates that case, and matches a fresh run."""

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from opclaim.io import write_cases
 from tests.conftest import opclaim_exe
 from tests.test_infer import make_cases
@@ -22,6 +24,7 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k != "latency_s"} for r in rows]
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_sigkill_mid_run_with_a_torn_row_resumes_to_the_uninterrupted_result(tiny_phi3_dir, tmp_path, cli_env):
     cases = make_cases(12)
     write_cases(tmp_path / "cases.jsonl", cases)

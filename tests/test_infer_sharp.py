@@ -87,6 +87,7 @@ def test_attention_is_sharp_enough_to_see_a_position_slip(sharp):
     assert right.max() - right.min() > 0.5
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @pytest.mark.parametrize("decoder", ["loop", "generate"])
 def test_batched_logits_equal_one_at_a_time_on_sharp_attention(sharp, decoder):
     """Each decoder, batched, against HF generate() on one prompt (no padding at all): a position

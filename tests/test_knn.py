@@ -86,6 +86,7 @@ def split(tmp_path_factory):
     return d, parts
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_knn_cli_predictions_score_through_eval(split, capsys):
     d, parts = split
     assert cli_main(["rag", "build", "--train", str(d / "train.jsonl"), "--out", str(d / "idx"),
@@ -126,6 +127,7 @@ def test_knn_cli_predictions_score_through_eval(split, capsys):
         assert block[comp]["f1"] == pytest.approx(s[f"{comp}_f1"])
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_knn_given_params_and_bad_input(split, capsys):
     from rag import knn
     from rag.retrieve import Retriever

@@ -41,6 +41,7 @@ def _outputs(model, tokenizer):
     return generate_batch(loaded, [prompts.prompt(n, "finetuned", fmt=fmt) for n in NOTES], max_new_tokens=20)[0]
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_merge_fp32_equals_unmerged_peft(tiny_phi3_dir, tiny_tokenizer, tmp_path):
     from opclaim.cli import main
 
@@ -61,6 +62,7 @@ def test_merge_fp32_equals_unmerged_peft(tiny_phi3_dir, tiny_tokenizer, tmp_path
     assert not list(merged_dir.glob("*.bin")) and list(merged_dir.glob("*.safetensors"))
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_merge_4bit_adapter_into_dequantised_nf4(tiny_phi3_dir, tiny_tokenizer, tmp_path):
     """Adapter trained on a real bitsandbytes nf4 base: the default merge reproduces the
     unmerged 4-bit PEFT model; --from-bf16 merges into the original weights instead."""
@@ -112,6 +114,7 @@ def test_merge_refuses_incomplete_adapter(tiny_phi3_dir, tmp_path, capsys, missi
     assert missing.split(".")[0] in capsys.readouterr().err
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_merge_into_a_tied_head_keeps_the_input_embeddings(tiny_phi3_dir, tiny_tokenizer, tmp_path):
     """SmolLM2 ties lm_head to the input embeddings. A LoRA on lm_head merged into the shared
     matrix would also move every input embedding; merge unties first, so merged == unmerged."""

@@ -34,14 +34,14 @@ def runs(tmp_path_factory):
     for d in (base, adapter, merged):
         d.mkdir(parents=True)
     (base / "model.safetensors").write_bytes(b"base weights")
-    (base / "opclaim_source.json").write_text(json.dumps({"name": "smollm2-135m",
+    (base / "opclaim_source.json").write_text(json.dumps({"schema": "opclaim.model-source/2", "name": "smollm2-135m",
                                                           "source": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
     (adapter / "adapter_model.safetensors").write_bytes(b"adapter weights")
     (merged / "model.safetensors").write_bytes(b"merged weights")
     (merged / "opclaim_merge.json").write_text(json.dumps({
         "schema": "opclaim.merge/2", "adapter": str(adapter), "base_model": str(base),
         "merged_into": "original", "dtype": "float32", "prompt_format": "chatml", "untied_lm_head": False}))
-    run = {"prompt_format": "chatml", "base_model": str(base),
+    run = {"schema": "opclaim.train-run/3", "prompt_format": "chatml", "load_in_4bit": False, "base_model": str(base),
            "base_model_source": {"name": "smollm2-135m", "source": "HuggingFaceTB/SmolLM2-135M-Instruct"},
            "world_size": 1, "global_step": 140, "final_train_loss": 0.41, "final_val_loss": 0.52,
            "date": "2026-12-01T20:00:00Z", "torch": "2.9.0",
@@ -87,6 +87,7 @@ def card(runs):
     return path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_card_has_no_absolute_paths(card, runs):
     assert str(runs["root"]) not in card
     assert not ABS_PATH.search(card), ABS_PATH.search(card).group(0)
@@ -95,6 +96,7 @@ def test_card_has_no_absolute_paths(card, runs):
     assert str(runs["root"]) not in config and "…/adapter" in config  # paths reduced to their last part
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_card_carries_the_hashes_of_what_the_model_is(card, runs):
     assert _sha(runs["base"] / "model.safetensors") in card
     assert _sha(runs["adapter"] / "adapter_model.safetensors") in card

@@ -1,4 +1,4 @@
-"""tools/mutate.py: the bookkeeping behind the mutation scores in docs/mutation.md (mutmut itself
+"""tools/mutate.py: the bookkeeping behind the mutation scores in docs/records/mutation.md (mutmut itself
 runs only in `make mutate`: hours, not CI)."""
 
 import importlib.util

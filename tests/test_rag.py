@@ -15,6 +15,8 @@ from opclaim.claim import Case, Claim, render_target
 from opclaim.cli import main as cli_main
 from opclaim.errors import InputError
 
+pytestmark = pytest.mark.slow  # real MiniLM embeddings and a FAISS index built per module: outside the make test-fast tier
+
 # ---------------------------------------------------------------- a small corpus
 # Four procedure families with their own wording and codes, so neighbours are meaningful.
 FAMILIES = [
@@ -92,6 +94,7 @@ def test_embeddings_unit_length_and_cleaning():
     assert embed.clean_note("\u200b \u200c\x07") == ""
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_chunk_windows_cover_long_note_and_differ_from_truncation():
     from rag import embed
 
@@ -111,6 +114,7 @@ def test_chunk_windows_cover_long_note_and_differ_from_truncation():
 
 
 # ---------------------------------------------------------------- index and retrieval
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_manifest_and_files(built, corpus):
     index_dir, train = built
     m = json.loads((index_dir / "manifest.json").read_text())
@@ -125,6 +129,7 @@ def test_manifest_and_files(built, corpus):
         assert corpus[0].note[:40].encode() not in data  # no note text in the index folder
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_neighbours_equal_numpy_reference(retriever, corpus):
     from rag import embed
 
@@ -148,6 +153,7 @@ def test_neighbours_equal_numpy_reference(retriever, corpus):
     assert sum(same) >= 6
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_self_exclusion(retriever, corpus):
     case = corpus[3]
     dist, idx = retriever.search([case.note], 1)
@@ -227,6 +233,7 @@ def test_refuses_other_training_file_and_altered_files(built, tmp_path, corpus):
 
 
 # ---------------------------------------------------------------- bad input through the CLI
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_bad_input_exit_2(tmp_path, corpus, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -269,6 +276,7 @@ def test_cli_bad_input_exit_2(tmp_path, corpus, capsys):
     assert (tmp_path / "junk" / "keep.txt").exists()  # never deletes a folder that is not an index
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_build_then_query(tmp_path, corpus, cli_env, capsys):
     from conftest import opclaim_exe
 

@@ -1,7 +1,9 @@
 """README.md as written: every shell command in its code blocks parses with the real parser of
 the program it names, every make target exists, every repository path it names exists, it stays
-a short guide (<= 300 lines), and its annotated tree lists every tracked file. The commands in
-the topic guides (docs/*.md) are parsed the same way.
+a short guide (<= 300 lines), and its annotated tree names every top-level folder and file (one
+line per folder, sub-folders of note under theirs; each a real tracked folder). The commands in
+the topic guides (docs/*.md) are parsed the same way; links in the guides and in the dated records
+(docs/records/*.md) resolve.
 
 Nothing is run except argument parsing (no model, no data): file arguments need not exist for a
 command to parse, but repository files it names (recipes, ds_configs, scripts) must.
@@ -418,14 +420,21 @@ def test_paths_named_in_readme_exist():
         assert hit, f"README names {path}, which is not in the repository"
 
 
-def test_tree_lists_every_tracked_file():
+def test_tree_lists_every_top_level_folder_and_file():
     entries = tree_entries(tree_block(TEXT))
+    folders = {f.rsplit("/", 1)[0] + "/" for f in TRACKED if "/" in f}
     for entry in entries:
         if entry in PENDING and not matches(entry, TRACKED):
             continue
-        assert matches(entry, TRACKED), f"README tree lists {entry}, which is not a tracked file or folder"
-    files = [e for e in entries if not e.endswith("/")]
-    unlisted = [f for f in TRACKED if f not in GONE and not any(glob_re(e).match(f) for e in files)]
+        if entry.endswith("/"):
+            assert any(d == entry or d.startswith(entry) for d in folders), \
+                f"README tree lists {entry}, which is not a tracked folder"
+        else:
+            assert "/" not in entry and entry in TRACKED, \
+                f"README tree lists {entry}: the tree names folders, and files only at the top level"
+    top = {f.split("/", 1)[0] + ("/" if "/" in f else "") for f in TRACKED if f not in GONE}
+    listed = {e.split("/", 1)[0] + ("/" if "/" in e else "") for e in entries}
+    unlisted = sorted(top - listed)
     assert not unlisted, f"README tree does not list: {unlisted}"
 
 
@@ -434,6 +443,8 @@ def test_tree_parser_and_checks_catch_mistakes():
     entries = tree_entries("opclaim/\n  cli.py io.py   x\n  synth/\n    terse.py  y\ntests/data/*.jsonl  z\n")
     assert entries == ["opclaim/", "opclaim/cli.py", "opclaim/io.py", "opclaim/synth/",
                        "opclaim/synth/terse.py", "tests/data/*.jsonl"]
+    assert tree_entries("opclaim/  core\n  serve/  app\ndocs/\n  records/  log\n") == [
+        "opclaim/", "opclaim/serve/", "docs/", "docs/records/"]
     assert matches("tests/data/*.jsonl", TRACKED) and not matches("tests/*.jsonl", TRACKED)
     with pytest.raises(AssertionError):
         check_command(["opclaim", "data", "split", "cases.jsonl", "--no-such-flag", "1"])
@@ -452,7 +463,7 @@ def slug(heading: str) -> str:
 
 
 def test_links_between_readme_and_guides_resolve():
-    pages = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    pages = [README, *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs" / "records").glob("*.md"))]
     for page in pages:
         text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
         for target, anchor in re.findall(r"\]\(([^)#:\s]*)(?:#([^)\s]*))?\)", text):

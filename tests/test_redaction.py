@@ -79,6 +79,7 @@ def _bad_cases(tmp_path, name, put):
     return p
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_canary_never_reaches_any_verb_output(tmp_path, tiny_phi3_dir, cli_env):
     apos = f"O'Brien {CANARY}"
     icd = _bad_cases(tmp_path, "icd.jsonl", lambda d: d["claim"]["icd10"].append(apos))

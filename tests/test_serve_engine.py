@@ -1,6 +1,8 @@
 """The serve engine adapter in process: the tiny Phi-3, plain and grammar-constrained, and the
 claim rows it builds from an output."""
 
+import pytest
+
 import prompts
 from opclaim.claim import Claim
 from opclaim.serve.engine import Engine, claim_from_output
@@ -22,6 +24,7 @@ def test_claim_rows_from_an_output():
     assert claim_from_output("") == ({"icd10": [], "providers": []}, [])
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_engine_batches_and_constrains(tiny_phi3_dir, tmp_path):
     notes = ["Lap chole for calculus.", "A much longer note about an inguinal hernia repair with mesh, " * 3]
     plain = Engine(tiny_phi3_dir, max_new_tokens=6)

@@ -150,6 +150,7 @@ def test_postgresql_url_errors_name_the_field_and_hide_the_password():
         Store("mysql://db.internal/opclaim")
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_server_round_trip_and_export_on_postgresql(pg_url, tiny_phi3_dir, tmp_path, capsys):
     from opclaim.cli import main
 

@@ -85,6 +85,7 @@ def test_missing_patient_fields_form_unknown_and_small_groups_never_flag(cases):
             c.patient = p
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_eval_writes_subgroups_and_golden_headline(cases, tmp_path):
     test, gold = cases[:160], cases[160:]
     gold_rows, gold_preds = _rows(gold, lambda i, c: c.patient["age"] >= 80)

@@ -299,6 +299,7 @@ def test_styles_differ_measurably():
     assert "lap chole" in t_text and "laparoscopic cholecystectomy" in d_text
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_lengths_like_real_notes_and_short_mode_keeps_sections():
     real = generate_cases(2000, 2, "dictation")
     n = sorted(len(TOKEN_RE.findall(c.note)) for c in real)

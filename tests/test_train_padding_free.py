@@ -68,6 +68,7 @@ def _assert_same(a, b):
     assert worst <= 1e-4 * scale, (worst, scale)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_padding_free_matches_padded(tiny_phi3_dir, tiny_tokenizer):
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -121,6 +122,7 @@ def _trainer(tmp_path, model_dir, padding_free, max_length=1024):
     return trainer, facts
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_trainer_padding_free_same_loss_and_grads_then_trains(tmp_path, tiny_phi3_dir):
     padded, facts_p = _trainer(tmp_path, tiny_phi3_dir, padding_free=False)
     free, facts_f = _trainer(tmp_path, tiny_phi3_dir, padding_free=True)
@@ -186,6 +188,7 @@ def test_train_cli_padding_free(tmp_path, tiny_phi3_dir, cli_env):
     assert (out / "adapter_model.safetensors").stat().st_size > 0
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @pytest.mark.parametrize("padding_free", [False, True])
 def test_claim_logits_only_same_loss_and_grads(tmp_path, tiny_phi3_dir, padding_free):
     """ClaimSFTTrainer runs the (adapted) head only where a claim token is predicted: the loss and

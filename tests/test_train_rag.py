@@ -61,6 +61,7 @@ def _build(index, tiny_tokenizer, **kw):
     return splits, data.build(splits, dargs, fmt, tiny_tokenizer, seed=0), fmt
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_rag_training_prompts_never_show_their_own_claim(index, tiny_tokenizer):
     splits, (train_ds, val_ds, facts), fmt = _build(index, tiny_tokenizer, rag_distractor_share=0.0)
     assert len(train_ds) == len(splits["train"]) == 24
@@ -77,6 +78,7 @@ def test_rag_training_prompts_never_show_their_own_claim(index, tiny_tokenizer):
     assert facts["k"] == 2 and facts["distractor_share_actual"] == 0.0 and facts["index_fingerprint"]
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 @pytest.mark.parametrize("share,kind", [(0.25, "other-service"), (0.5, "random"), (1.0, "other-service")])
 def test_distractor_share_is_honoured(index, share, kind):
     from rag.retrieve import Retriever
@@ -101,6 +103,7 @@ def test_distractor_share_is_honoured(index, share, kind):
     assert again.example_ids == plan.example_ids  # seeded
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_mixed_mode_gives_both_forms(index, tiny_tokenizer):
     splits, (train_ds, _, _), _ = _build(index, tiny_tokenizer, mode="mixed")
     n = len(splits["train"])
@@ -112,6 +115,7 @@ def test_mixed_mode_gives_both_forms(index, tiny_tokenizer):
                                       ({"rag_distractor_share": 1.5}, "rag_distractor_share"),
                                       ({"rag_distractors": "nearest"}, "rag_distractors"),
                                       ({"mode": "retrieval"}, "prompt_mode")])
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_bad_rag_settings_are_refused(index, tiny_tokenizer, kw, field):
     from opclaim.errors import InputError
 

@@ -1,10 +1,10 @@
 """Mutation testing of one core module with mutmut, in a scratch copy of the repository.
 
-    python tools/mutate.py eval/metrics.py --tests tests/test_metrics.py [--tests ...]
+    python tools/mutate.py eval/metrics.py --tests tests/metrics/test_metrics.py [--tests ...]
     python tools/mutate.py eval/metrics.py               # the module's tests from CORE below
     python tools/mutate.py --core                        # every core module in turn (hours)
     python tools/mutate.py eval/metrics.py --results     # re-print the last run's results
-    python tools/mutate.py eval/metrics.py --recheck --tests tests/test_metrics_contract.py
+    python tools/mutate.py eval/metrics.py --recheck --tests tests/metrics/test_metrics_block.py
 
 `--recheck` runs the named test files (copied from the checkout) against every mutant the last
 run left alive, one pytest process per mutant in mutmut's own `mutants/` tree (the trampolines
@@ -37,18 +37,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = {".git", ".venv", "runs", "mutants", ".mutmut-lib", "__pycache__", ".pytest_cache", ".ruff_cache",
         ".hypothesis", "node_modules"}
 
-# The core modules and the test files run against their mutants (docs/mutation.md has the scores).
+# The core modules and the test files run against their mutants (docs/records/mutation.md has the scores).
 # pytest options go in as `--tests=-m` style items; "-m", "not slow" leaves out the full-ICD compile.
 CORE = {
-    "eval/metrics.py": ["tests/test_metrics.py", "tests/test_metrics_contract.py"],
-    "eval/extract.py": ["tests/test_extract.py", "tests/test_metrics.py", "tests/test_extract_contract.py"],
-    "infer/decode.py": ["tests/test_infer_decode.py", "tests/test_infer_sharp.py", "tests/test_decode_contract.py"],
-    "infer/constrain.py": ["tests/test_constrain.py", "tests/test_constrain_cpt.py", "tests/test_grammar_generic.py",
-                           "tests/test_constrain_contract.py", "-m", "not slow"],
-    "opclaim/bundle.py": ["tests/test_bundle.py", "tests/test_bundle_contract.py", "tests/test_bundle_contract2.py"],
-    "opclaim/ingest.py": ["tests/test_data_validate.py", "tests/test_codes.py", "tests/test_ingest_contract.py",
-                          "tests/test_ingest_contract2.py"],
-    "train/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_checkpoint_contract.py"],
+    "eval/metrics.py": ["tests/metrics/test_metrics.py", "tests/metrics/test_metrics_block.py"],
+    "eval/extract.py": ["tests/extract/test_extract.py", "tests/metrics/test_metrics.py", "tests/extract/test_extract_cases.py"],
+    "infer/decode.py": ["tests/decode/test_infer_decode.py", "tests/test_infer_sharp.py", "tests/decode/test_decode_loop.py"],
+    "infer/constrain.py": ["tests/constrain/test_constrain.py", "tests/constrain/test_constrain_cpt.py", "tests/constrain/test_grammar_generic.py",
+                           "tests/constrain/test_constrain_code_lists.py", "-m", "not slow"],
+    "opclaim/bundle.py": ["tests/bundle/test_bundle.py", "tests/bundle/test_bundle_manifest.py", "tests/bundle/test_bundle_model_folders.py"],
+    "opclaim/ingest.py": ["tests/ingest/test_data_validate.py", "tests/test_codes.py", "tests/ingest/test_ingest_reasons.py",
+                          "tests/ingest/test_ingest_cleanup.py"],
+    "train/checkpoint.py": ["tests/checkpoint/test_checkpoint.py", "tests/checkpoint/test_checkpoint_reasons.py"],
 }
 
 

@@ -189,18 +189,20 @@ def parse(argv=None):
 
     from trl import SFTConfig, TrlParser
 
+    from opclaim import shipped
     from train.config import DataArgs, ModelArgs
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
         i = argv.index("--config")
-        recipe = Path(argv[i + 1]) if i + 1 < len(argv) else None
+        recipe = shipped.resolve(argv[i + 1]) if i + 1 < len(argv) else None
         if recipe is None or not recipe.is_file():
             raise InputError("recipe not found", file=recipe, field="--config")
         # TrlParser re-reads it; the hardened reader refuses duplicate keys, deep nesting, huge numbers first
         doc = read_yaml(recipe, "recipe")
         if not isinstance(doc, dict):
             raise InputError("recipe is not a YAML mapping", file=recipe)
+        argv[i + 1] = str(recipe)  # the installed copy when the working directory has none
     parser = TrlParser((ModelArgs, DataArgs, SFTConfig))
     try:
         return parser.parse_args_and_config(argv)

@@ -1,6 +1,6 @@
 """`opclaim calibrate` (fit on validation) and `opclaim route` (apply to test): per-code
 confidence calibrated per code system, auto/review routing at a target precision
-(eval/calibrate.py, eval/routing.py, docs/confidence.md)."""
+(eval/calibrate.py, eval/auto_review.py, docs/confidence.md)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ opclaim route --predictions runs/test.jsonl --gold data/test.jsonl --calibration
     r.add_argument("--gold", required=True, help="the test cases (JSONL), never the calibration's validation cases")
     r.add_argument("--calibration", required=True, help="from `opclaim calibrate`")
     r.add_argument("--train", help="training cases: splits the numbers into common and rare codes")
-    r.add_argument("--out", required=True, help="folder: routing.json, routes.jsonl (0600), PNG plots")
+    r.add_argument("--out", required=True, help="folder: auto_review.json, routes.jsonl (0600), PNG plots")
     r.add_argument("--bootstrap", type=int, default=1000)
 
 
@@ -43,7 +43,7 @@ def _check_unit(v: float, name: str) -> None:
 
 
 def _calibrate(args):
-    from eval import calibrate, routing
+    from eval import auto_review, calibrate
     from opclaim import artifacts
     from opclaim.io import read_cases
 
@@ -54,7 +54,7 @@ def _calibrate(args):
     cal = calibrate.fit(scored, method=args.method, key=args.key,
                         predictions_sha256=artifacts.sha256_file(args.predictions))
     after = calibrate.calibrated(cal, scored)
-    cal.routing = routing.fit_thresholds(after, target=args.target_precision, alpha=args.alpha)
+    cal.routing = auto_review.fit_thresholds(after, target=args.target_precision, alpha=args.alpha)
     out = artifacts.save(cal, args.out)
     calibrate.reliability_png(Path(out).with_suffix(".png"), scored, after, "validation")
     for s, d in cal.systems.items():
@@ -70,7 +70,7 @@ def _f(v) -> str:
 
 
 def _route(args):
-    from eval import calibrate, routing
+    from eval import auto_review, calibrate
     from opclaim import artifacts
     from opclaim.io import atomic_write, read_cases
 
@@ -79,21 +79,21 @@ def _route(args):
     scored = calibrate.read_scored(args.predictions, gold, cal.key)
     calibrate.refuse_fitted_cases(cal, scored, args.predictions)
     after = calibrate.calibrated(cal, scored)
-    train = routing.train_code_counts(read_cases(args.train)) if args.train else None
-    res = routing.evaluate(after, gold, cal.routing, train_counts=train, n_boot=args.bootstrap)
-    routing.add_ece(res, scored, after)
+    train = auto_review.train_code_counts(read_cases(args.train)) if args.train else None
+    res = auto_review.evaluate(after, gold, cal.routing, train_counts=train, n_boot=args.bootstrap)
+    auto_review.add_ece(res, scored, after)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "routing.json") as fh:
         json.dump(res, fh, indent=2)
         fh.write("\n")
-    routes = routing.route(after, cal.routing)
+    routes = auto_review.route(after, cal.routing)
     with atomic_write(out / "routes.jsonl", private=True) as fh:  # ids and codes only, no note text
         for cid in sorted(routes):
             codes = {s: {c: {"route": r, "confidence": after[cid][s][c]["score"]} for c, r in d.items()}
                      for s, d in routes[cid]["codes"].items()}
             fh.write(json.dumps({"id": cid, "route": routes[cid]["route"], "codes": codes}) + "\n")
-    routing.curve_png(out / "precision_coverage.png", {"test": {s: res["systems"][s]["curve"] for s in calibrate.SYSTEMS}})
+    auto_review.curve_png(out / "precision_coverage.png", {"test": {s: res["systems"][s]["curve"] for s in calibrate.SYSTEMS}})
     calibrate.reliability_png(out / "reliability.png", scored, after, "test")
     for s, d in res["systems"].items():
         print(f"{s}: auto precision {_f(d['precision'])}, coverage {_f(d['coverage'])}, "

@@ -1,6 +1,6 @@
 """opclaim.bundle, detail by detail: what `create` leaves behind and why (the manifest's `skipped`
 list), the exact refusal for each unsafe source and the file it names, and keygen's errors. Cases
-found by mutation testing (docs/mutation.md); tampering and loading are test_bundle.py."""
+found by mutation testing (docs/records/mutation.md); tampering and loading are test_bundle.py."""
 
 import json
 import shutil
@@ -9,11 +9,6 @@ import pytest
 
 from opclaim import bundle
 from opclaim.errors import InputError
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return bundle.keygen(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(scope="module")

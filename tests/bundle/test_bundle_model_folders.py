@@ -79,11 +79,6 @@ def _digest(path):
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return bundle.keygen(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
 def src(tmp_path_factory):
     return _fake_model(tmp_path_factory.mktemp("src") / "model")
 

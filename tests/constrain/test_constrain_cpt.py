@@ -6,7 +6,7 @@ cpt_ref)` it cannot, and writes a listed code instead (fabricated == 0.0, n_gene
 The nudge is a logits processor placed before the grammar's mask (the grammar still decides
 what is allowed): it adds a large bonus to the next token of a few target claim texts, the
 fabricated one first. A random tiny model otherwise writes no CPT code at all (n_generated 0),
-which is why tests/test_constrain.py cannot see CPT fabrication.
+which is why tests/constrain/test_constrain.py cannot see CPT fabrication.
 """
 
 import json
@@ -94,6 +94,7 @@ def _run_and_score(setup, name, grammar):
     return metrics, outputs
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_unconstrained_nudged_model_fabricates_cpt(setup, capsys):
     """The nudge works: free decoding writes the catalog code the reference list leaves out."""
     metrics, outputs = _run_and_score(setup, "free", None)
@@ -102,6 +103,7 @@ def test_unconstrained_nudged_model_fabricates_cpt(setup, capsys):
     assert metrics["cpt"]["fabricated"] > 0
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_constrained_cpt_is_never_fabricated(setup, tmp_path, capsys):
     """The grammar built from --icd-ref/--cpt-ref as `opclaim infer --constrain` builds it: the
     fabricated code cannot be written, a listed one is, and eval counts 0.0 fabricated CPT."""

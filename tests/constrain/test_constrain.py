@@ -84,6 +84,7 @@ def test_compiled_grammar_is_cached(tiny_phi3_dir, lists, tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 2
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_constrained_cli_run_scored_by_eval(tiny_phi3_dir, tmp_path, capsys):
     """Batched constrained decoding, scored by `opclaim eval` with the same reference lists."""
     from opclaim.cli import main
@@ -112,6 +113,7 @@ def test_constrained_cli_run_scored_by_eval(tiny_phi3_dir, tmp_path, capsys):
         assert metrics["constrained"][comp]["fabricated"] in (0.0, None)  # None: no codes written
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_constrained_codes_are_never_fabricated(tiny_phi3_dir, tmp_path, capsys):
     """The random model likes 'None'; with that word banned it must write codes, and the grammar
     decides which. `opclaim eval` then counts 0% fabricated ICD-10-CM and CPT codes."""

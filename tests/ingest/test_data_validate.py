@@ -13,7 +13,7 @@ from opclaim import ingest
 from opclaim.io import read_cases
 from tests.conftest import opclaim_exe
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 SECRET = "SECRET-NOTE-TEXT"  # every fixture note carries this marker
 
 # file -> [(line, field, defect, action)]
@@ -112,6 +112,7 @@ def _run(args, cli_env, cwd):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_exit_codes_rejects_file_and_out(tmp_path, cli_env):
     src = tmp_path / "in.jsonl"
     lines = []
@@ -171,6 +172,7 @@ def test_patient_columns_unknown_fields_and_unknown_icd(tmp_path):
     assert "r3" in {c.id for c in report.kept}
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_allow_unknown_icd_and_bom(tmp_path, cli_env):
     line = json.loads((DATA / "bad_date.jsonl").read_text().splitlines()[0])
     line["claim"]["icd10"] = ["Z99.99"]

@@ -1,6 +1,6 @@
 """`opclaim eval --calibration`: a calibration fitted on validation (`opclaim calibrate`) applied to
 each configuration's per-code confidence, codes routed auto/review at the calibration's own
-threshold, and the routing numbers (eval/routing.py) written into that configuration's block.
+threshold, and the routing numbers (eval/auto_review.py) written into that configuration's block.
 
 Nothing is fitted here: the threshold comes from cal.json, chosen on validation; a calibration
 fitted on any case of the gold set being scored is not applied to it (its block says why).
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval import calibrate, routing
+from eval import auto_review, calibrate
 from eval.confidence import SYSTEMS, code_scores
 from eval.metrics import Run
 from opclaim.errors import InputError
 
-FREQ_RULE = f"common: the code occurs at least {routing.COMMON} times in the counted cases; rare: fewer"
+FREQ_RULE = f"common: the code occurs at least {auto_review.COMMON} times in the counted cases; rare: fewer"
 
 
 def scored_run(run: Run, key: str = "p") -> dict | None:
@@ -87,10 +87,10 @@ def apply(run: Run, cal, cal_name: str, *, train_counts: dict | None, train_name
         run.block["routing_skipped"] = f"{cal_name}: {e.reason}"
         return
     after = calibrate.calibrated(cal, raw)
-    counts = train_counts if train_counts is not None else routing.train_code_counts(run.cases)
-    res = routing.evaluate(after, {c.id: c for c in run.cases}, cal.routing, train_counts=counts,
+    counts = train_counts if train_counts is not None else auto_review.train_code_counts(run.cases)
+    res = auto_review.evaluate(after, {c.id: c for c in run.cases}, cal.routing, train_counts=counts,
                            n_boot=n_boot, seed=seed)
-    routing.add_ece(res, raw, after)
+    auto_review.add_ece(res, raw, after)
     for s in SYSTEMS:
         res["systems"][s]["alpha"] = (cal.routing.get(s) or {}).get("alpha")
     res["calibration"] = {"file": cal_name, "method": cal.method, "key": cal.key,
@@ -99,4 +99,4 @@ def apply(run: Run, cal, cal_name: str, *, train_counts: dict | None, train_name
     res["frequency"] = {"basis": "training set" if train_counts is not None else "this gold set",
                         "file": train_name, "rule": FREQ_RULE}
     run.block["routing"] = res
-    run.scored, run.routes = after, routing.route(after, cal.routing)
+    run.scored, run.routes = after, auto_review.route(after, cal.routing)

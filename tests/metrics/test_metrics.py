@@ -184,6 +184,7 @@ def test_parallel_text_metrics_identical_to_loop():
     assert par == loop
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_meteor_unavailable_without_wordnet(tmp_path):
     code = (f"import nltk; nltk.data.path[:] = [{str(tmp_path)!r}]\n"
             "from eval import textmetrics\n"

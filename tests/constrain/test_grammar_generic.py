@@ -95,6 +95,7 @@ def test_generic_grammar_compiles_and_admits_only_listed_codes(loaded, grammar):
     assert not _accepts(grammar, tok, "Diagnoses:\n" + good, stop)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_decoding_with_the_generic_grammar_writes_parseable_claims(loaded, grammar):
     """A random model, held to the grammar, writes claim text the strict claim parser reads back,
     every code from the lists; the row-dropping loop and HF generate() agree."""
@@ -116,6 +117,7 @@ def test_decoding_with_the_generic_grammar_writes_parseable_claims(loaded, gramm
     assert not all(cut), "every row ran out of tokens: the grammar's end was never reached"
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_constrained_cli_run_on_the_generic_model(generic_dir, tmp_path, capsys):
     from opclaim.cli import main
 

@@ -36,6 +36,7 @@ def _frequent_token(loaded, prompts_text):
     return next(t for t, _ in first.most_common() if sum(t in row[:1] for row in new) == 0)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_loop_equals_generate_and_one_at_a_time_with_early_stops(loaded, monkeypatch):
     from infer import decode, engines
 
@@ -50,10 +51,11 @@ def test_loop_equals_generate_and_one_at_a_time_with_early_stops(loaded, monkeyp
     assert len({len(t) for t in loop}) > 2
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_loop_with_grammar_equals_generate(loaded, tmp_path):
     from infer import constrain, engines
     from opclaim.codes import MODIFIERS
-    from tests.test_constrain import COHORT_ICD, CPT
+    from tests.constrain.test_constrain import COHORT_ICD, CPT
 
     lists = constrain.CodeLists(COHORT_ICD, CPT, sorted(MODIFIERS), {})
     grammar = constrain.for_model(loaded, lists, cache=tmp_path)
@@ -77,6 +79,7 @@ def test_sliding_window_models_fall_back_to_generate():
     assert decode.supported(Holder())
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_decoder_flag(tiny_phi3_dir, tmp_path):
     """`--decoder generate` (HF generate) and the default loop write the same predictions."""
     import json
@@ -129,6 +132,7 @@ def test_sdpa_decode_equals_sdpa_on_a_padded_gqa_step():
                        sdpa_attention_forward(Attn(), q5, k, v, None)[0])
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_loop_with_shared_prefix_and_sdpa_decode_equals_one_at_a_time_generate(gqa_model):
     """The engine (shared-prefix prefill, `sdpa_decode`, row dropping) gives the tokens of the study's
     loop: HF generate() on one prompt at a time with stock SDPA."""

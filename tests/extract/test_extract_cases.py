@@ -1,4 +1,4 @@
-"""eval.extract, detail by detail: the cases mutation testing (docs/mutation.md) showed nothing
+"""eval.extract, detail by detail: the cases mutation testing (docs/records/mutation.md) showed nothing
 checked - line endings and inline markup, modifiers written in unusual places, descriptions that
 must not be scanned, the header-less fallback, and the provider each billing line is credited to.
 Each expected value is worked out by hand from the rule the module states."""

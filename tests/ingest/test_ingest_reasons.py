@@ -1,5 +1,5 @@
 """opclaim.ingest, detail by detail: the defect class each reason maps to, age and sex cells, and
-the report summary. Cases found by mutation testing (docs/mutation.md); whole files through
+the report summary. Cases found by mutation testing (docs/records/mutation.md); whole files through
 validate() are test_data_validate.py."""
 
 from collections import Counter

@@ -12,11 +12,6 @@ from tests.conftest import opclaim_exe
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return bundle.keygen(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
 def good_bundle(tiny_phi3_dir, keys, tmp_path_factory):
     return bundle.create(tiny_phi3_dir, keys[0], tmp_path_factory.mktemp("b") / "bundle")
 
@@ -36,6 +31,7 @@ def test_keygen_private_key_is_owner_only_and_never_overwritten(keys):
         bundle.keygen(priv.parent)
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_good_bundle_verifies_and_carries_only_needed_files(good_bundle, keys, tiny_phi3_dir):
     manifest = bundle.verify(good_bundle, keys[1])
     names = {p.split("/", 1)[1] for p in manifest["files"]}
@@ -46,6 +42,7 @@ def test_good_bundle_verifies_and_carries_only_needed_files(good_bundle, keys, t
     assert (good_bundle / bundle.SIGNATURE).is_file()
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_flipped_byte_is_refused(copy_of, keys):
     w = copy_of / "model" / "model.safetensors"
     data = bytearray(w.read_bytes())
@@ -129,6 +126,7 @@ def test_verify_if_bundle_needs_a_key_and_resolves_model(good_bundle, keys, tiny
         bundle.verify_if_bundle(tiny_phi3_dir, keys[1])
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_cli_offline_round_trip_and_exit_codes(tiny_phi3_dir, tmp_path, cli_env):
     """keygen/create/verify through the CLI inside a network namespace with no interfaces."""
     exe = opclaim_exe()
@@ -163,7 +161,7 @@ def test_verified_bundle_loads_and_generates(good_bundle, keys):
 
 # ---------------------------------------------------------------- adapters and model cards
 RUN_RECORD = {
-    "prompt_format": "phi3", "base_model": "/models/tiny-phi3", "global_step": 6, "world_size": 2,
+    "schema": "opclaim.train-run/3", "prompt_format": "phi3", "load_in_4bit": True, "base_model": "/models/tiny-phi3", "global_step": 6, "world_size": 2,
     "final_train_loss": 7.4, "final_val_loss": 7.3,
     "data": {"train": {"cases": 13, "services": {"Urology": 9, "Orthopedics": 4},
                        "date_range": ["2021-01-10", "2021-09-18"],
@@ -259,6 +257,7 @@ def test_native_auto_map_is_accepted(tiny_phi3_dir, keys, tmp_path):
     assert "model/modeling_phi3.py" not in manifest["files"]  # Python files never travel
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_good_bundle_round_trips_into_opclaim_infer(tiny_phi3_dir, adapter_dir, keys, tmp_path, cli_env):
     """Create -> verify (CLI, no network) -> `opclaim infer` straight from the bundle's folders."""
     from opclaim.io import write_cases

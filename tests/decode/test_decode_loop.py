@@ -1,7 +1,7 @@
 """infer.decode, detail by detail, on a tiny random Llama built in the test (no download, seconds):
 the KV buffer's growth, which models the loop supports, the shared prefix, rows after their stop
 token, the length of what greedy returns, and chosen_probs. Cases found by mutation testing
-(docs/mutation.md); the equivalence with generate() on real prompts is test_infer_decode.py."""
+(docs/records/mutation.md); the equivalence with generate() on real prompts is test_infer_decode.py."""
 
 from types import SimpleNamespace
 
@@ -91,6 +91,7 @@ def test_one_prompt_equals_generate(model):
     assert got.tolist() == [_generate(model, prompt, 6)]
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_rows_hold_pad_after_their_stop_token(model):
     prompts = [[5, 9, 12], [7, 1, 33, 20, 2], [11, 4]]
     free = [_generate(model, p, 8) for p in prompts]

@@ -25,7 +25,7 @@ def adapter(tiny_phi3_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter")
     model = get_peft_model(load_model(tiny_phi3_dir), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     model.save_pretrained(out)
-    (out / "opclaim_run.json").write_text(json.dumps({"prompt_format": "phi3"}))
+    (out / "opclaim_run.json").write_text(json.dumps({"schema": "opclaim.train-run/3", "prompt_format": "phi3", "load_in_4bit": False}))
     return out
 
 
@@ -62,6 +62,7 @@ def _infer(world, adapter_dir, out, env):
     ("B", "signature does not verify"),
     ("plain", "not a signed bundle"),
 ])
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_infer_refuses_an_adapter_that_is_not_verified_by_the_key(world, which, reason, tmp_path, cli_env):
     adapter_dir = world[which] / "adapter" if which != "plain" else world[which]
     out = tmp_path / "preds.jsonl"
@@ -71,6 +72,7 @@ def test_infer_refuses_an_adapter_that_is_not_verified_by_the_key(world, which, 
     assert not out.exists() and not list(tmp_path.iterdir())  # nothing loaded, nothing written
 
 
+@pytest.mark.slow  # > 2 s: outside the make test-fast tier
 def test_merge_verifies_a_bundle_and_merges_it(world, tmp_path, cli_env):
     """`opclaim merge` straight from a bundle: refused without a key or with a tampered adapter;
     with the key it writes a plain model folder that `opclaim infer` then runs without a key."""

@@ -1,4 +1,4 @@
-"""eval.metrics, the parts of its contract the mutation run (docs/mutation.md) found unprotected:
+"""eval.metrics, the parts of its contract the mutation run (docs/records/mutation.md) found unprotected:
 the exact keys and values of the metrics block, the reader's error fields, reference lists and
 their descriptions, top-code tables, bootstrap settings and run labels. Each test states the
 value the design fixes, computed here independently, not read back from the module."""

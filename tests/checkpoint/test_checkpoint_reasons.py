@@ -1,7 +1,7 @@
 """train.checkpoint, detail by detail: the exact reasons and log lines, every spelling of the
 resume setting, which rank logs, and the two Trainer callbacks run in this process (a real
 TrainerState/TrainerControl; a real one-rank gloo group for the signal agreement). Cases found by
-mutation testing (docs/mutation.md); the end-to-end runs are test_train_resume / _zero3_resume."""
+mutation testing (docs/records/mutation.md); the end-to-end runs are test_train_resume / _zero3_resume."""
 
 import json
 import logging
@@ -15,7 +15,7 @@ import torch.distributed as dist
 from transformers import TrainerControl, TrainerState
 
 from opclaim.errors import InputError
-from tests.test_checkpoint import _ckpt
+from tests.checkpoint.test_checkpoint import _ckpt
 from train import checkpoint as ck
 
 

@@ -1,6 +1,6 @@
 """opclaim.ingest, detail by detail (part 2): the clean-up rules and their counts, patient
 columns, one record to a Case, and validate() over small files. Cases found by mutation testing
-(docs/mutation.md). The helpers add to a Counter shared by a record's rules, so several tests
+(docs/records/mutation.md). The helpers add to a Counter shared by a record's rules, so several tests
 start from a counter that already holds counts."""
 
 import datetime as dt
