@@ -83,8 +83,6 @@ def check_inputs(args) -> dict:
         if not isinstance(doc, dict):
             raise InputError("recipe is not a YAML mapping", file=recipe)
         got["recipe"], got["recipe_doc"] = recipe, doc
-        accel = args.accelerate_config or preflight.recipe_accelerate_config(recipe)
-        got["accel"] = preflight.read_accelerate_config(accel)
         model = args.model or doc.get("model_name_or_path")
         if not model or not isinstance(model, str):
             raise InputError("no model: give --model DIR (a folder with config.json and the tokenizer)",
@@ -100,6 +98,9 @@ def check_inputs(args) -> dict:
         got["cases"] = read_cases(args.train_file)
         if not got["cases"]:
             raise InputError("no cases", file=args.train_file, field="--train-file")
+    if args.recipe:  # relative paths in accelerate configs are relative to the checkout, as for training
+        accel = args.accelerate_config or preflight.recipe_accelerate_config(got["recipe"])
+        got["accel"] = preflight.read_accelerate_config(accel)
     return got
 
 
