@@ -122,8 +122,8 @@ def judge(facts: dict, needs: dict) -> list[Check]:
         add("nccl", OK if facts["nccl"] else WARNING, facts["nccl"] or "NCCL version not reported",
             "" if facts["nccl"] else "multi-GPU runs need a torch build with NCCL")
     else:
-        add("gpus", OK if not needs.get("gpu") else ERROR, "none (the recipe trains on CPU)" if not needs.get("gpu")
-            else "none", "" if not needs.get("gpu") else "run on a GPU node (SLURM: --gres=gpu:N)")
+        add("gpus", OK if not needs.get("gpu") else ERROR,
+            "none" + (" (the recipe trains on CPU)" if needs else ""), "" if not needs.get("gpu") else "run on a GPU node (SLURM: --gres=gpu:N)")
         add("nccl", OK, "not used on CPU (gloo)")
     for name in ("transformers", "peft", "trl", "accelerate"):
         v = pk.get(name)
