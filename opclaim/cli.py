@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "opclaim.commands.models",
     "opclaim.commands.train",
     "opclaim.commands.plan_memory",
+    "opclaim.commands.doctor",
     "infer.cli",
     "opclaim.commands.bundle",
     "opclaim.commands.serve",

@@ -13,6 +13,8 @@
 #   --mode MODE        inference mode (default finetuned)
 #   --bootstrap N      bootstrap resamples for the metrics' CIs (default: opclaim eval's)
 #   --wait             block until the evaluation job ends; exit with its status
+#   --doctor           first run `opclaim doctor` on the same partition (slurm/doctor.sbatch, report in
+#                      OUT/doctor.json); training starts only if it passes (afterok)
 #   -- ARGS            extra `--key value` overrides for the training recipe
 # Variables (environment):
 #   ACCEL_CONFIG, PROCS_PER_NODE, MAIN_PORT   see slurm/train.sbatch
@@ -21,7 +23,7 @@
 #   EVAL_EXTRA     extra `opclaim eval` options, e.g. "--icd-ref lists/icd.txt"
 #   SBATCH_ARGS    extra sbatch options for every job (e.g. "--partition=gpu --time=04:00:00")
 #   OPCLAIM_ROOT, OPCLAIM_VENV                 see slurm/common.sh
-# Prints one line: `train=JOBID infer=JOBID eval=JOBID`.
+# Prints one line: `train=JOBID infer=JOBID eval=JOBID` (`doctor=JOBID ` first with --doctor).
 set -euo pipefail
 
 OPCLAIM_ROOT="${OPCLAIM_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
@@ -30,7 +32,7 @@ source "$OPCLAIM_ROOT/slurm/common.sh"
 
 RECIPE="train/recipes/tiny-phi3_qlora_zero3-cpu2.yaml"
 MODE="finetuned"
-MODEL="" TRAIN="" TEST="" OUT="" BOOTSTRAP="" WAIT=0
+MODEL="" TRAIN="" TEST="" OUT="" BOOTSTRAP="" WAIT=0 DOCTOR=0
 TRAIN_EXTRA=()
 while (($#)); do
     case "$1" in
@@ -42,6 +44,7 @@ while (($#)); do
         --mode) MODE="${2:?--mode needs a value}"; shift 2 ;;
         --bootstrap) BOOTSTRAP="${2:?--bootstrap needs a value}"; shift 2 ;;
         --wait) WAIT=1; shift ;;
+        --doctor) DOCTOR=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         --) shift; TRAIN_EXTRA=("$@"); break ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -67,7 +70,15 @@ mkdir -p "$OUT/logs"
 # shellcheck disable=SC2086  # SBATCH_ARGS is a list of options
 submit() { sbatch --parsable --kill-on-invalid-dep=yes ${SBATCH_ARGS:-} "$@"; }
 
-TRAIN_ID="$(submit --output="$OUT/logs/train-%j.out" slurm/train.sbatch "$RECIPE" \
+TRAIN_DEP=() DOCTOR_LINE=""
+if ((DOCTOR)); then
+    DOCTOR_ID="$(submit --output="$OUT/logs/doctor-%j.out" slurm/doctor.sbatch "$RECIPE" "$MODEL" "$TRAIN" \
+        "$OUT/doctor.json")"
+    DOCTOR_ID="${DOCTOR_ID%%;*}"
+    TRAIN_DEP=(--dependency="afterok:$DOCTOR_ID")
+    DOCTOR_LINE="doctor=$DOCTOR_ID "
+fi
+TRAIN_ID="$(submit "${TRAIN_DEP[@]}" --output="$OUT/logs/train-%j.out" slurm/train.sbatch "$RECIPE" \
     --model_name_or_path "$MODEL" --train_file "$TRAIN" --output_dir "$OUT/adapter" "${TRAIN_EXTRA[@]}")"
 TRAIN_ID="${TRAIN_ID%%;*}"
 
@@ -87,7 +98,7 @@ rc=0
 EVAL_ID="$(OPCLAIM_PREDICTIONS_FROM_JOB=1 CARD_MODEL="$OUT/adapter" submit "${WAIT_FLAG[@]}" \
     --dependency="afterok:$INFER_ID" --output="$OUT/logs/eval-%j.out" slurm/eval.sbatch "${EVAL_ARGS[@]}")" || rc=$?
 EVAL_ID="${EVAL_ID%%;*}"
-echo "train=$TRAIN_ID infer=$INFER_ID eval=${EVAL_ID:-?}"
+echo "${DOCTOR_LINE}train=$TRAIN_ID infer=$INFER_ID eval=${EVAL_ID:-?}"
 if ((WAIT)); then
     if ((rc == 0)) && [[ -f "$OUT/eval/metrics.json" ]]; then
         log "done: $OUT/eval/metrics.json"

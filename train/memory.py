@@ -15,7 +15,10 @@ h = hidden, i = MLP width, L = layers, V = vocab, r = LoRA rank, c = compute-dty
   activations    per token: L * (13h + 5i) * c  without checkpointing, or L*h*c + (13h + 5i)*c
                  with it (one layer recomputed at a time); times b*s. 13h + 5i counts the saved
                  inputs of attention/MLP pieces plus the LoRA dropout copies (SDPA/flash: no s^2 term).
-  logits + loss  b * s * V * (c + 12): logits, their fp32 upcast, log-softmax and its gradient
+  logits + loss  T * V * (c + 12): logits, their fp32 upcast, log-softmax and its gradient, over
+                 T = b * s positions (plan-memory: every position, an upper bound); the trainer
+                 computes them only at the T positions that predict a claim token when lm_head is
+                 adapted (train/trainer.py), which `opclaim doctor` passes as logit_tokens
   runtime        + 0.5 GiB on a GPU (CUDA context, allocator slack); none on CPU, where the check
                  compares against measured peak live tensor bytes.
 
@@ -92,8 +95,9 @@ def layer_linears(s: Shape) -> list[tuple[int, int]]:
 
 def estimate(s: Shape, *, seq_len: int, batch: int = 1, gpus: int = 1, zero: int = 3,
              grad_ckpt: bool = False, lora_r: int = 64, load_in_4bit: bool = True,
-             device: str = "gpu") -> dict:
-    """Bytes per device, by component."""
+             device: str = "gpu", logit_tokens: int | None = None) -> dict:
+    """Bytes per device, by component. logit_tokens: positions whose logits are computed per
+    micro-batch (default every position, b * s)."""
     c = 2 if device == "gpu" else 4
     n = max(1, gpus)
     lin = layer_linears(s)
@@ -117,7 +121,7 @@ def estimate(s: Shape, *, seq_len: int, batch: int = 1, gpus: int = 1, zero: int
         act = batch * seq_len * (s.layers * s.hidden * c + per_token_layer)
     else:
         act = batch * seq_len * s.layers * per_token_layer
-    logits = batch * seq_len * s.vocab * (c + 12)
+    logits = (batch * seq_len if logit_tokens is None else logit_tokens) * s.vocab * (c + 12)
     runtime = 0.5 * GiB if device == "gpu" else 0
     parts = {"weights": weights, "lora_params": params, "lora_grads": grads, "optimizer": optim,
              "activations": act, "logits_loss": logits, "runtime": runtime}

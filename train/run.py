@@ -79,7 +79,7 @@ def plot_losses(history: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def main(margs, dargs, targs) -> int:
+def main(margs, dargs, targs, extra_callbacks=()) -> int:
     import torch
     from transformers import set_seed
 
@@ -101,7 +101,7 @@ def main(margs, dargs, targs) -> int:
     # which happens before Trainer seeds; without this two same-seed runs differ.
     set_seed(targs.seed)
     model, facts = model_mod.load_base(margs, padding_free=model_mod.is_padding_free(targs))
-    callbacks = [checkpoint.CompletionMarker(), stopper := checkpoint.StopOnSignal()]
+    callbacks = [checkpoint.CompletionMarker(), stopper := checkpoint.StopOnSignal(), *extra_callbacks]
     trainer = ClaimSFTTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
                               processing_class=tok, peft_config=model_mod.lora_config(margs), callbacks=callbacks)
     _adapters_to(trainer.model, model_mod.compute_dtype())
