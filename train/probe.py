@@ -112,7 +112,7 @@ class Measure(TrainerCallback):
 def run(argv) -> int:
     import logging
 
-    from train.run import _WithholdText, main, parse
+    from train.run import WithholdText, main, parse
 
     argv = list(argv)
     if "--probe-out" not in argv or argv.index("--probe-out") + 1 >= len(argv):
@@ -121,7 +121,7 @@ def run(argv) -> int:
     out = Path(argv[i + 1])
     del argv[i:i + 2]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("trl.trainer.sft_trainer").addFilter(_WithholdText())
+    logging.getLogger("trl.trainer.sft_trainer").addFilter(WithholdText())
     margs, dargs, targs = parse(argv)
     return main(margs, dargs, targs, extra_callbacks=[Measure(out)])
 

@@ -24,7 +24,7 @@ log = logging.getLogger("train")
 RUN_FILE = artifacts.TrainRun.FILE
 
 
-class _WithholdText(logging.Filter):
+class WithholdText(logging.Filter):
     """TRL's prefix-mismatch warning quotes decoded prompt tokens, which can hold note text (PHI)."""
 
     def filter(self, record):
@@ -213,6 +213,6 @@ def parse(argv=None):
 def run_cli(argv=None) -> int:
     """Parse and train; errors propagate to the shared handler (opclaim/exits.py)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("trl.trainer.sft_trainer").addFilter(_WithholdText())
+    logging.getLogger("trl.trainer.sft_trainer").addFilter(WithholdText())
     margs, dargs, targs = parse(argv)
     return main(margs, dargs, targs)
