@@ -23,21 +23,26 @@ def _canary(rng: random.Random) -> str:
                        f"{CANARY}\\n", CANARY * 3])
 
 
+def good_with(rid, path: str, value) -> dict:
+    """A copy of the good record with id `rid` and `value` at a dotted path (list indexes as numbers)."""
+    d = copy.deepcopy(GOOD)
+    d["id"] = rid
+    node = d
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node[int(k)] if k.isdigit() else node[k]
+    last = keys[-1]
+    if last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return d
+
+
 def _set(path: str, value):
     """A kind that puts `value` at a dotted path (list indexes as numbers) of the good record."""
     def make(rng, rid):
-        d = copy.deepcopy(GOOD)
-        d["id"] = rid
-        node = d
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node[int(k)] if k.isdigit() else node[k]
-        last = keys[-1]
-        v = value(rng) if callable(value) else value
-        if last.isdigit():
-            node[int(last)] = v
-        else:
-            node[last] = v
+        d = good_with(rid, path, value(rng) if callable(value) else value)
         return json.dumps(d, ensure_ascii=rng.random() < 0.5).encode()
     return make
 

@@ -1,7 +1,6 @@
 """`opclaim data validate` rejects (never converts) null lists and numeric modifiers, and rejects a
 claim that bills no CPT line (issue 28). Each reject names file, line and field."""
 
-import copy
 import json
 
 import pytest
@@ -9,18 +8,11 @@ import pytest
 from opclaim import ingest
 from opclaim.claim import Claim
 from opclaim.errors import InputError
-from tests.malformed_records import GOOD
+from tests.malformed_records import GOOD, good_with
 
 
 def _rec(rid, path, value):
-    d = copy.deepcopy(GOOD)
-    d["id"] = rid
-    node = d
-    keys = path.split(".")
-    for k in keys[:-1]:
-        node = node[int(k)] if k.isdigit() else node[k]
-    node[keys[-1]] = value
-    return d
+    return good_with(rid, path, value)
 
 
 CASES = [  # (path, value, field named, defect)
