@@ -38,8 +38,15 @@ SET_LABELS = {GOLDEN: "golden (hand-written)"}
 STUDY_CONFIGS = {"base": {"weights": "base", "mode": "base"}, "rag": {"weights": "base", "mode": "rag"},
                  "finetuned": {"weights": "tuned", "mode": "finetuned"},
                  "finetuned+constrained": {"weights": "tuned", "mode": "finetuned", "constrain": True}}
-CONFIG_KEYS = {"weights", "mode", "constrain", "scope", "cases"}
+CONFIG_KEYS = {"weights", "mode", "constrain", "scope", "cases", "sets"}
 RAG_TRAINING = ("rag", "mixed")
+# Seconds per unit on an idle 2-core CPU (SmolLM2-135M, measured by full demo runs: timings.json),
+# for the plan and ETA the demo prints; a run rescales them by how fast its finished stages went.
+RATE_S = {"infer_case": 3.0, "constrained_x": 2.0, "golden_x": 2.5, "base_x": 1.3,
+          "train_step": {"every": 3.2, "top": 1.2, "cached": 0.75}, "rag_prompt_x": 1.5,
+          "cache_example": 0.5}
+FIXED_S = {"data": 15, "golden": 1, "model": 5, "rag": 30, "merge": 20, "scope": 20, "calibrate": 10,
+           "knn": 12, "eval": 60, "card": 3}
 
 
 class Demo:
@@ -53,6 +60,9 @@ class Demo:
         self.timings: list[tuple[str, float, bool]] = []
         self.ran: list[str] = []
         self.fp: dict[str, str] = {}  # stage name -> fingerprint of its inputs
+        self.planning = False  # True while plan() walks the stages without running them
+        self.planned: dict[str, tuple[str, float, str | None]] = {}  # key -> (name, estimate s, why it runs)
+        self.est_done = 0.0  # estimated seconds of the stages finished so far
         self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 
     def p(self, *parts) -> Path:
@@ -87,6 +97,9 @@ class Demo:
         fp = artifacts.fingerprint(inputs)
         self.fp[key] = fp
         why = self.why_run(key, inputs, outputs)
+        if self.planning:
+            self.planned[key] = (name, self.estimate(key, inputs), why)
+            return fp
         if why is None:
             self.timings.append((name, 0.0, True))
             print(f"[demo] {name}: up to date", flush=True)
@@ -111,8 +124,66 @@ class Demo:
         took = time.perf_counter() - t
         self.timings.append((name, took, False))
         self.ran.append(key)
-        print(f"[demo] {name}: {took:.0f} s (total {time.perf_counter() - self.t0:.0f} s)", flush=True)
+        print(f"[demo] {name}: {took:.0f} s (total {time.perf_counter() - self.t0:.0f} s){self.eta(key, took)}",
+              flush=True)
         return fp
+
+    # ------------------------------------------------------------------ plan and ETA
+    def estimate(self, key: str, inputs: dict) -> float:
+        """Seconds this stage should take on an idle 2-core CPU (RATE_S, FIXED_S): a guide, not a promise."""
+        kind = key.split("/")[0]
+        if kind == "train":
+            return self.train_estimate()
+        if kind == "infer":
+            gold, name = key.split("/")[1], key.split("/")[2].partition("@")[0]
+            c = self.configs().get(name, {})
+            s = inputs.get("n", 0) * RATE_S["infer_case"]
+            s *= RATE_S["constrained_x"] if c.get("constrain") else 1.0
+            s *= RATE_S["golden_x"] if gold.startswith(GOLDEN) else 1.0
+            s *= RATE_S["base_x"] if c.get("weights") == "base" else 1.0  # an untuned model runs to the limit
+            return s
+        return float(FIXED_S.get(kind, 10))
+
+    def train_estimate(self) -> float:
+        over = self.cfg.get("train_overrides") or {}
+        try:
+            recipe = {**read_yaml(shipped.resolve(self.cfg["recipe"]), "recipe"), **over}
+        except InputError:
+            return 0.0
+        rate = RATE_S["train_step"]
+        step = (rate["cached"] if recipe.get("cache_frozen_layers") in (True, "true")
+                else rate["top"] if recipe.get("lora_top_layers") else rate["every"])
+        if recipe.get("prompt_mode") in RAG_TRAINING:
+            step *= RATE_S["rag_prompt_x"]
+        cache = self.cfg["data"]["n"] * 0.6 * RATE_S["cache_example"] if recipe.get("cache_frozen_layers") in (
+            True, "true") else 0.0
+        return float(recipe.get("max_steps") or 0) * step + cache
+
+    def plan(self) -> None:
+        """Walk every stage without running it; print what will run, each with its estimate."""
+        self.planning = True
+        try:
+            self.run_stages()
+        finally:
+            self.planning = False
+            self.fp.clear()
+        todo = {k: v for k, v in self.planned.items() if v[2] is not None}
+        total = sum(v[1] for v in todo.values())
+        print(f"[demo] plan: {len(self.planned)} stages, {len(todo)} to run, about {total / 60:.0f} min "
+              f"on an idle 2-core CPU (estimates; the ETA after each stage corrects them):", flush=True)
+        for name, est, why in self.planned.values():
+            print(f"[demo]   {name:<48} {'up to date' if why is None else f'~{est:.0f} s'}", flush=True)
+
+    def eta(self, key: str, took: float) -> str:
+        """', ETA ~N min': the estimates of the stages still to run, scaled by how this run compares."""
+        if key not in self.planned:
+            return ""
+        self.est_done += self.planned[key][1]
+        done = set(self.ran)
+        left = sum(est for k, (_, est, why) in self.planned.items() if why is not None and k not in done)
+        spent = sum(s for _, s, skipped in self.timings if not skipped)
+        scale = min(3.0, max(0.5, spent / self.est_done)) if self.est_done > 0 else 1.0
+        return f"; ETA ~{left * scale / 60:.1f} min left"
 
     # ------------------------------------------------------------------ stages
     def data(self):
@@ -246,6 +317,9 @@ class Demo:
             if bad or c.get("weights") not in ("base", "tuned") or c.get("mode") not in ("base", "rag", "finetuned"):
                 raise InputError("a configuration needs weights base|tuned and mode base|rag|finetuned"
                                  + (f" (unknown key {bad[0]})" if bad else ""), field=f"configs.{name}")
+            sets = c.get("sets")
+            if sets is not None and (not isinstance(sets, list) or not all(isinstance(x, str) for x in sets)):
+                raise InputError("a list of set names (test, the cross style, golden)", field=f"configs.{name}.sets")
         return cfgs
 
     def scope_of(self, c: dict) -> str:
@@ -270,6 +344,11 @@ class Demo:
     def subset(self, gold: str, n: int | None) -> str:
         """The set a configuration limited to its first n cases is scored on ("test-16"), written once."""
         path = self.sets()[gold]
+        if self.planning and not path.is_file():  # a fresh run's plan: the set is not written yet
+            if not n:
+                return gold
+            self.extra_sets[f"{gold}-{n}"] = (self.p("data", "subsets", f"{gold}-{n}.jsonl"), gold)
+            return f"{gold}-{n}"
         rows = path.read_text(encoding="utf-8").splitlines()
         if not n or n >= len(rows):
             return gold
@@ -290,6 +369,8 @@ class Demo:
             for name, c in self.configs().items():
                 if gold == GOLDEN and name not in self.golden_configs():
                     continue  # long hand-written notes cost most per case: only the configs asked for
+                if c.get("sets") and gold not in c["sets"]:
+                    continue  # `sets: [test]`: a reference row scored where it informs
                 scope = self.scope_of(c)
                 args, deps = self.infer_args(c, scope)
                 out.append((self.subset(gold, c.get("cases")), name, args, deps, scope))
@@ -299,12 +380,21 @@ class Demo:
         """(cases file, the set it was cut from) for a set or a `-N` subset of one."""
         return self.extra_sets.get(gold, (self.sets().get(gold), gold))
 
+    def n_cases(self, cases_file: Path, gold: str) -> int:
+        """Cases in a set; while planning a fresh run, the number the config asks for."""
+        if Path(cases_file).is_file():
+            return len(Path(cases_file).read_text(encoding="utf-8").splitlines())
+        d, head = self.cfg["data"], gold.partition("-")
+        if head[2].isdigit():
+            return int(head[2])
+        return {"val": d["val_eval"], "test": d["test_eval"], d["cross_style"]: d["cross_eval"]}.get(gold, 42)
+
     def run_infer(self, gold: str, name: str, args: list, deps: list[str], scope: str) -> None:
         i = self.cfg["infer"]
         cases_file, base_set = self.cases_of(gold)
         pred = self.p("preds", gold, f"{name}.jsonl")
         inputs = {"infer": i, "cases": self.fp[self.set_stage(base_set)], "scope": scope,
-                  "n": len(Path(cases_file).read_text(encoding="utf-8").splitlines()), **{d: self.fp[d] for d in deps}}
+                  "n": self.n_cases(cases_file, gold), **{d: self.fp[d] for d in deps}}
         self.stage(f"infer/{gold}/{name}", f"infer {name} on {gold}", inputs, [pred],
                    [BIN / "opclaim", "infer", *args, "--cases", cases_file, "--out", pred,
                     "--config-name", name, "--batch-size", i["batch_size"],
@@ -334,6 +424,8 @@ class Demo:
                    [BIN / "opclaim", "eval", "--out", out, "--bootstrap", 0, "--gold", f"val={self.sets()['val']}",
                     *[a for s, p in preds for a in ("--predictions", f"val/{name}@{s}={p}")], "--cpt-ref", self.p("data", "cpt_catalog.txt")],
                    clear=[out])
+        if self.planning:
+            return  # nothing scored yet: the plan takes the first scope
         m = artifacts.load(artifacts.EvalMetrics, out / "metrics.json").blocks()["val"]
         score = {cfg.rpartition("@")[2]: (b["cpt"]["f1"] or 0.0, b["icd10"]["f1"] or 0.0) for cfg, b in m}
         self.chosen_scope = max(scopes, key=lambda s: (score[s], -scopes.index(s)))
@@ -413,13 +505,17 @@ class Demo:
     def headline(self) -> str:
         return headline_table(artifacts.load(artifacts.EvalMetrics, self.p("report", "metrics.json")))
 
-    def run(self):
+    def run_stages(self):
         self.data()
         self.model()
         self.rag()
         self.train()
         self.infer()
         self.evaluate()
+
+    def run(self):
+        self.plan()
+        self.run_stages()
         table = self.headline()
         total = time.perf_counter() - self.t0
         print("\n" + table)
@@ -452,9 +548,12 @@ class Demo:
             sizes += (f"; repetition-penalty scope of the `scope: val` configurations chosen on val: "
                       f"{self.chosen_scope}")
         steps = sum(1 for _, _, skipped in self.timings if not skipped)
+        stages = len(self.planned) or steps
+        took = (f"a full run, all {stages} stages, {total_s / 60:.1f} min wall" if steps >= stages else
+                f"{total_s / 60:.1f} min for {steps} of {stages} stages (not a full run: the others were up to date)")
         text = (f"Measured {time.strftime('%Y-%m-%d')} (commit {commit or 'unknown'}) with "
-                f"`python -m opclaim.demo --config {self.config_name}`: {total_s / 60:.1f} min for the "
-                f"{steps} stages that ran, on a {os.cpu_count()}-core CPU. Values in %; `fab.` = fabricated "
+                f"`python -m opclaim.demo --config {self.config_name}`: {took}, "
+                f"on a {os.cpu_count()}-core CPU. Values in %; `fab.` = fabricated "
                 f"codes; `n/a` = no codes generated; {sizes}.\n\n```\n{table}\n```\n")
         out = self.p("table.md")
         with atomic_write(out) as fh:
@@ -504,6 +603,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, help="override the config's seed (data, split and, when not 0, "
                     "training seed 42 + SEED): the same demo on another draw")
     ap.add_argument("--out", help="override the config's output folder (e.g. runs/demo-seed1)")
+    ap.add_argument("--plan", action="store_true", help="print the stages that would run, with estimates, "
+                    "and exit without running any")
     ap.add_argument("--readme", metavar="FILE", help="after the run, put its table.md into FILE's "
                     "demo-table block (how README.md's table is made)")
     args = ap.parse_args(argv)
@@ -516,7 +617,10 @@ def main(argv=None) -> int:
     if args.out:
         cfg["out"] = args.out
     name = path.as_posix() + (f" --seed {args.seed}" if args.seed is not None else "")
-    demo = Demo(cfg, fresh=args.fresh, config_name=name)
+    demo = Demo(cfg, fresh=args.fresh and not args.plan, config_name=name)
+    if args.plan:
+        demo.plan()
+        return 0
     demo.run()
     if args.readme:
         splice_table(Path(args.readme), demo.p("table.md"))

@@ -355,6 +355,8 @@ def test_demo_table_is_marked_and_dated():
     assert re.search(r"\b20\d\d-\d\d-\d\d\b", table), "the demo table carries its date"
     assert "opclaim.demo" in table or "make demo" in table, "the demo table names its command"
     assert re.search(r"^set\s+config\s+ICD F1", table, re.M), "the demo table is the demo's headline table"
+    assert re.search(r"a full run, all \d+ stages, [\d.]+ min wall", table), \
+        "the README's demo table comes from a full run, and its header says so with that run's wall time"
 
 
 def test_make_demo_and_test_exist():

@@ -24,6 +24,7 @@ import logging
 import time
 
 import torch
+from tqdm.auto import tqdm
 
 from opclaim.errors import InputError
 
@@ -109,7 +110,7 @@ class FrozenCache:
         t0 = time.perf_counter()
         try:
             with torch.no_grad(), autocast():
-                for ids in examples:
+                for ids in tqdm(examples, desc="frozen-layer cache", unit="example"):  # ids only: no text
                     key = _key(ids)
                     if key in cache.store:
                         continue
