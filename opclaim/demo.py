@@ -317,8 +317,8 @@ class Demo:
             if bad or c.get("weights") not in ("base", "tuned") or c.get("mode") not in ("base", "rag", "finetuned"):
                 raise InputError("a configuration needs weights base|tuned and mode base|rag|finetuned"
                                  + (f" (unknown key {bad[0]})" if bad else ""), field=f"configs.{name}")
-            sets = c.get("sets")
-            if sets is not None and (not isinstance(sets, list) or not all(isinstance(x, str) for x in sets)):
+            sets = c.get("sets", [])
+            if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
                 raise InputError("a list of set names (test, the cross style, golden)", field=f"configs.{name}.sets")
         return cfgs
 
