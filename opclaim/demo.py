@@ -40,13 +40,13 @@ STUDY_CONFIGS = {"base": {"weights": "base", "mode": "base"}, "rag": {"weights":
                  "finetuned+constrained": {"weights": "tuned", "mode": "finetuned", "constrain": True}}
 CONFIG_KEYS = {"weights", "mode", "constrain", "scope", "cases", "sets"}
 RAG_TRAINING = ("rag", "mixed")
-# Seconds per unit on an idle 2-core CPU (SmolLM2-135M, measured by full demo runs: timings.json),
+# Seconds per unit on a 2-core CPU (SmolLM2-135M; the full run of 2026-12-08, runs/demo/timings.json),
 # for the plan and ETA the demo prints; a run rescales them by how fast its finished stages went.
-RATE_S = {"infer_case": 3.0, "constrained_x": 2.0, "golden_x": 2.5, "base_x": 1.3,
+RATE_S = {"infer_case": 2.1, "constrained_x": 1.25, "golden_x": 1.5, "base_x": 1.05, "rag_x": 1.6,
           "train_step": {"every": 3.2, "top": 1.2, "cached": 0.75}, "rag_prompt_x": 1.5,
-          "cache_example": 0.5}
-FIXED_S = {"data": 15, "golden": 1, "model": 5, "rag": 30, "merge": 20, "scope": 20, "calibrate": 10,
-           "knn": 12, "eval": 60, "card": 3}
+          "cache_example": 0.45}
+FIXED_S = {"data": 5, "golden": 1, "model": 30, "rag": 20, "merge": 12, "scope": 20, "calibrate": 5,
+           "knn": 15, "eval": 15, "card": 2}
 
 
 class Demo:
@@ -141,6 +141,7 @@ class Demo:
             s *= RATE_S["constrained_x"] if c.get("constrain") else 1.0
             s *= RATE_S["golden_x"] if gold.startswith(GOLDEN) else 1.0
             s *= RATE_S["base_x"] if c.get("weights") == "base" else 1.0  # an untuned model runs to the limit
+            s *= RATE_S["rag_x"] if c.get("mode") == "rag" else 1.0  # two example claims in every prompt
             return s
         return float(FIXED_S.get(kind, 10))
 
