@@ -11,10 +11,10 @@ import json
 import time
 from pathlib import Path
 
-from eval import calibrate, confidence
 from infer import output
+from infer.batch import decode_batch, trim_incomplete  # noqa: F401  (trim_incomplete: re-exported)
 from infer.engines import STUDY
-from infer.output import FLAG_CAPPED, FLAG_TOO_LONG, FLAG_TRUNCATED
+from infer.output import FLAG_TOO_LONG
 from opclaim.io import open_private_append
 
 
@@ -22,13 +22,6 @@ def buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices sorted by prompt length (longest first: memory problems show up at once), in batches."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def trim_incomplete(text: str) -> str:
-    """Drop the unfinished item after the last separator: a constrained output cut off by the
-    token budget could otherwise end in half a code (e.g. 'K80.2' of 'K80.20')."""
-    cut = max(text.rfind(","), text.rfind("\n"))
-    return text[:cut] if cut >= 0 else ""
 
 
 def run(cases, prompts_text: list[str], engine, out: str | Path, config: dict, *,
@@ -75,33 +68,20 @@ def _run_locked(cases, prompts_text, engine, out: Path, config: dict, cases_id, 
         fh.flush()
         for batch in buckets([lengths[j] for j in ok], batch_size):
             idx = [todo[ok[b]] for b in batch]
-            longest = max(lengths[ok[b]] for b in batch)
-            budget = min(max_new_tokens, ctx - longest) if ctx else max_new_tokens
             t0 = time.perf_counter()
-            texts, truncated = engine.generate([prompts_text[i] for i in idx], budget)
+            shown = getattr(engine, "examples", None) or {}
+            decoded = decode_batch(engine, [prompts_text[i] for i in idx], [lengths[ok[b]] for b in batch],
+                                   max_new_tokens=max_new_tokens, constrained=constrained,
+                                   calibration=getattr(engine, "calibration", None),
+                                   examples=[shown.get(cases[i].id) for i in idx])
             # Amortised per-case cost: the batch's wall time shared by its cases.
             latency = round((time.perf_counter() - t0) / len(idx), 4)
-            token_probs = getattr(engine, "last_token_probs", None) or [None] * len(idx)
-            shown = getattr(engine, "examples", None) or {}
-            cal = getattr(engine, "calibration", None)
-            for i, text, cut, tp in zip(idx, texts, truncated, token_probs, strict=False):
-                flags = []
-                if cut:
-                    flags.append(FLAG_TRUNCATED)
-                    if constrained:
-                        text = trim_incomplete(text)
-                if budget < max_new_tokens:
-                    flags.append(FLAG_CAPPED)
-                row = {"id": cases[i].id, "config": label, "output": text, "latency_s": latency}
-                if flags:
-                    row["flags"] = flags
-                if tp is not None:
-                    row["confidence"] = confidence.score_output(
-                        text, tp, masked=constrained and getattr(engine, "processed", True))
-                    if cases[i].id in shown:
-                        confidence.add_agreement(row["confidence"], shown[cases[i].id])
-                    if cal is not None:
-                        calibrate.annotate(row["confidence"], cal)
+            for i, d in zip(idx, decoded, strict=True):
+                row = {"id": cases[i].id, "config": label, "output": d["output"], "latency_s": latency}
+                if d["flags"]:
+                    row["flags"] = d["flags"]
+                if "confidence" in d:
+                    row["confidence"] = d["confidence"]
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 have[row["id"]] = row
             fh.flush()

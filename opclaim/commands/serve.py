@@ -33,6 +33,8 @@ def register(subs) -> None:
     src.add_argument("--icd-ref", help="with --constrain: ICD-10-CM list instead of all billable CMS codes")
     src.add_argument("--cpt-from", help="with --constrain: cases file whose CPT codes are allowed")
     src.add_argument("--grammar-cache", help="folder for compiled grammars (default ~/.cache/opclaim/grammars)")
+    src.add_argument("--calibration", help="cal.json from `opclaim calibrate` (as `opclaim infer --calibration`): "
+                     "each code's route is auto/review at the threshold chosen on validation for its target precision")
     p.add_argument("--db", default="opclaim-serve.db",
                    help="SQLite file (created 0600), sqlite:///FILE, or postgresql://USER@HOST/DB (password: ~/.pgpass)")
     p.add_argument("--store-notes", action="store_true",
@@ -190,7 +192,7 @@ def main(args) -> int:
 
     engine = load_engine(model, adapter, mode=args.mode, rag_index=args.rag_index,
                          max_new_tokens=args.max_new_tokens, bundle_dir=bundle_dir,
-                         repetition_scope=args.repetition_scope,
+                         repetition_scope=args.repetition_scope, calibration=args.calibration,
                          constrain={"icd_ref": args.icd_ref, "cpt_ref": args.cpt_ref, "cpt_from": args.cpt_from,
                                     "mod_ref": args.modifiers, "cache": args.grammar_cache} if args.constrain else None)
     app_holder = {}

@@ -57,6 +57,11 @@ def claim_from_output(text: str, confidence: dict | None = None) -> tuple[dict, 
     from eval.confidence import code_scores
 
     scores = code_scores(confidence)
+    routes: dict[tuple[str, str], str] = {}
+    for c in (confidence or {}).get("codes", []):  # calibrated: the route `opclaim infer --calibration` gives
+        if c.get("route") is not None:
+            key = (c.get("system"), c.get("code"))
+            routes[key] = "review" if routes.get(key) == "review" else c["route"]
     from eval.extract import extract
     from opclaim.claim import Claim
     from opclaim.codes import icd10_description, is_billable_icd10
@@ -79,12 +84,13 @@ def claim_from_output(text: str, confidence: dict | None = None) -> tuple[dict, 
                 pass
     rows = [{"system": "icd10", "code": c, "description": icd10_description(c),
              "valid": is_billable_icd10(c), "modifiers": None, "confidence": scores["icd10"].get(c),
-             "route": None, "evidence": None} for c in claim["icd10"]]
+             "route": routes.get(("icd10", c)), "evidence": None} for c in claim["icd10"]]
     for p in claim["providers"]:
         for ln in p["lines"]:
             rows.append({"system": "cpt", "code": ln["cpt"], "description": ln.get("description") or None,
                          "valid": True, "modifiers": ln["modifiers"], "provider": p["name"],
-                         "confidence": scores["cpt"].get(ln["cpt"]), "route": None, "evidence": None})
+                         "confidence": scores["cpt"].get(ln["cpt"]),
+                         "route": routes.get(("cpt", ln["cpt"])), "evidence": None})
     return claim, rows
 
 
@@ -106,9 +112,10 @@ class Engine:
     def __init__(self, model_dir: str | Path, adapter: str | Path | None = None, *, mode: str = "finetuned",
                  rag_index: str | Path | None = None, k: int = 2, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  bundle_dir: str | Path | None = None, constrain: dict | None = None,
-                 repetition_scope: str = "prompt"):
+                 repetition_scope: str = "prompt", calibration: str | Path | None = None):
         """`constrain`: {"icd_ref", "cpt_ref", "cpt_from", "mod_ref", "cache"} (values may be None) to
-        decode with infer.constrain's claim grammar, as `opclaim infer --constrain`."""
+        decode with infer.constrain's claim grammar, as `opclaim infer --constrain`. `calibration`:
+        cal.json from `opclaim calibrate`, as `opclaim infer --calibration` (p_cal and route per code)."""
         from infer import engines, loading
 
         if rag_index:
@@ -117,6 +124,12 @@ class Engine:
             raise InputError("rag mode needs --rag-index DIR", field="--rag-index")
         # as `opclaim infer`: weights run only in the prompt mode they were trained with
         loading.check_mode(loading.weights_mode(model_dir, adapter), mode, k)
+        self.calibration = None
+        if calibration:
+            from eval.calibrate import Calibration
+            from opclaim import artifacts
+
+            self.calibration = artifacts.load(Calibration, calibration)  # before the model: fails fast
         self.loaded = loading.load(model_dir, adapter)
         self.mode, self.k, self.max_new_tokens = mode, k, max_new_tokens
         self.retriever = None
@@ -143,36 +156,36 @@ class Engine:
         self._engine = engines.HFEngine(self.loaded, grammar=grammar, repetition_scope=repetition_scope)
 
     def render(self, notes: list[str]) -> list[str]:
+        return self._render(notes)[0]
+
+    def _render(self, notes: list[str]) -> tuple[list[str], list]:
+        """(prompts, the RAG examples each shows: None entries outside rag mode)."""
         import prompts
 
         examples = [None] * len(notes)
         if self.retriever is not None:
             examples = self.retriever.examples_batch(notes, k=self.k)
         return [prompts.prompt(n, self.mode, fmt=self.loaded.fmt, tokenizer=self.loaded.tokenizer, examples=ex)
-                for n, ex in zip(notes, examples, strict=True)]
+                for n, ex in zip(notes, examples, strict=True)], examples
 
     def generate(self, notes: list[str]) -> list[Suggestion]:
         """One batch, as `opclaim infer` decodes it: greedy, study settings, budget capped by the
         context, too-long prompts answered empty with a flag."""
-        from eval import confidence
-        from infer import output, run
+        from infer import output
+        from infer.batch import decode_batch
 
         t0 = time.perf_counter()
-        texts = self.render(notes)
+        texts, shown = self._render(notes)
         lengths = [self._engine.count_tokens(p) for p in texts]
         ok = [i for i, n in enumerate(lengths) if not (self.context and n >= self.context)]
         outs = {i: ("", [output.FLAG_TOO_LONG], None) for i in range(len(notes)) if i not in ok}
-        if ok:
-            longest = max(lengths[i] for i in ok)
-            budget = min(self.max_new_tokens, self.context - longest) if self.context else self.max_new_tokens
-            gen, cut = self._engine.generate([texts[i] for i in ok], budget)
-            probs = getattr(self._engine, "last_token_probs", None) or [None] * len(ok)
-            for i, t, c, tp in zip(ok, gen, cut, probs, strict=True):
-                if c and self.constrained:
-                    t = run.trim_incomplete(t)  # never half a code
-                flags = ([output.FLAG_TRUNCATED] if c else []) + ([output.FLAG_CAPPED] if budget < self.max_new_tokens else [])
-                conf = None if tp is None else confidence.score_output(t, tp, masked=self.constrained)
-                outs[i] = (t, flags, conf)
+        if ok:  # the same batch step as `opclaim infer` (infer/batch.py): flags, confidence, calibration
+            decoded = decode_batch(self._engine, [texts[i] for i in ok], [lengths[i] for i in ok],
+                                   max_new_tokens=self.max_new_tokens, constrained=self.constrained,
+                                   calibration=self.calibration,
+                                   examples=[shown[i] for i in ok])
+            for i, d in zip(ok, decoded, strict=True):
+                outs[i] = (d["output"], d["flags"], d.get("confidence"))
         latency = round(time.perf_counter() - t0, 4)
         result = []
         for i in range(len(notes)):
