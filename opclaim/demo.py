@@ -62,7 +62,6 @@ class Demo:
         self.fp: dict[str, str] = {}  # stage name -> fingerprint of its inputs
         self.planning = False  # True while plan() walks the stages without running them
         self.planned: dict[str, tuple[str, float, str | None]] = {}  # key -> (name, estimate s, why it runs)
-        self.est_done = 0.0  # estimated seconds of the stages finished so far
         self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 
     def p(self, *parts) -> Path:
@@ -152,12 +151,11 @@ class Demo:
         except InputError:
             return 0.0
         rate = RATE_S["train_step"]
-        step = (rate["cached"] if recipe.get("cache_frozen_layers") in (True, "true")
-                else rate["top"] if recipe.get("lora_top_layers") else rate["every"])
+        cached = recipe.get("cache_frozen_layers") in (True, "true")
+        step = rate["cached"] if cached else rate["top"] if recipe.get("lora_top_layers") else rate["every"]
         if recipe.get("prompt_mode") in RAG_TRAINING:
             step *= RATE_S["rag_prompt_x"]
-        cache = self.cfg["data"]["n"] * 0.6 * RATE_S["cache_example"] if recipe.get("cache_frozen_layers") in (
-            True, "true") else 0.0
+        cache = self.cfg["data"]["n"] * 0.6 * RATE_S["cache_example"] if cached else 0.0
         return float(recipe.get("max_steps") or 0) * step + cache
 
     def plan(self) -> None:
@@ -179,11 +177,11 @@ class Demo:
         """', ETA ~N min': the estimates of the stages still to run, scaled by how this run compares."""
         if key not in self.planned:
             return ""
-        self.est_done += self.planned[key][1]
         done = set(self.ran)
+        est_done = sum(self.planned[k][1] for k in done if k in self.planned)
         left = sum(est for k, (_, est, why) in self.planned.items() if why is not None and k not in done)
         spent = sum(s for _, s, skipped in self.timings if not skipped)
-        scale = min(3.0, max(0.5, spent / self.est_done)) if self.est_done > 0 else 1.0
+        scale = min(3.0, max(0.5, spent / est_done)) if est_done > 0 else 1.0
         return f"; ETA ~{left * scale / 60:.1f} min left"
 
     # ------------------------------------------------------------------ stages
